@@ -1,0 +1,188 @@
+"""B'MOJO model configuration.
+
+A B'MOJO model is a stack of pre-norm decoder layers whose token mixer is chosen per layer by
+``layer_types``. See ``shared/DESIGN.md`` for the math of every type.
+"""
+
+from __future__ import annotations
+
+import math
+
+from transformers import PreTrainedConfig
+
+LAYER_TYPES = ("attention", "sliding_attention", "ssm", "bmojo_f", "bmojo")
+EIDETIC_POLICIES = ("topk", "fifo")
+INNOVATION_MODES = ("predictor", "key")
+
+# One letter per layer type, for the `layer_pattern` shorthand ("SSSA" = three ssm layers, then attention).
+PATTERN_LETTERS = {"A": "attention", "W": "sliding_attention", "S": "ssm", "F": "bmojo_f", "B": "bmojo"}
+
+
+def expand_layer_pattern(pattern: str, num_layers: int) -> list[str]:
+    """Expand a pattern string such as ``"BBBA"`` (repeated to ``num_layers``) into layer types."""
+    if not pattern:
+        raise ValueError("layer_pattern must be a non-empty string of letters from " + "".join(PATTERN_LETTERS))
+    bad = sorted({c for c in pattern if c not in PATTERN_LETTERS})
+    if bad:
+        raise ValueError(
+            f"layer_pattern has unknown letters {bad}; use "
+            + ", ".join(f"{k}={v}" for k, v in PATTERN_LETTERS.items())
+        )
+    return [PATTERN_LETTERS[pattern[i % len(pattern)]] for i in range(num_layers)]
+
+
+class BMojoConfig(PreTrainedConfig):
+    r"""Configuration of a B'MOJO causal language model.
+
+    Args:
+        vocab_size: size of the token vocabulary.
+        hidden_size: width of the residual stream.
+        intermediate_size: width of the SwiGLU MLP.
+        num_hidden_layers: number of decoder layers.
+        num_attention_heads: query heads of the attention-family mixers.
+        num_key_value_heads: key/value heads (grouped-query attention); defaults to ``num_attention_heads``.
+        head_dim: per-head width; defaults to ``hidden_size // num_attention_heads``.
+        layer_types: one of ``attention``, ``sliding_attention``, ``ssm``, ``bmojo_f``, ``bmojo`` per layer.
+            Defaults to all ``bmojo``. ``layer_pattern`` (e.g. ``"BBBA"``) is a shorthand that is repeated
+            to ``num_hidden_layers``.
+        sliding_window: ``w``, the raw window of ``sliding_attention``, ``bmojo_f`` and ``bmojo`` (the fading
+            window covers the ``w`` positions before it).
+        chunk_size: ``C``, the chunk length of the eidetic memory updates and of the chunked SSM scan.
+        eidetic_topk: candidates taken from each chunk.
+        eidetic_slots: ``M``, the size of the eidetic memory.
+        eidetic_policy: ``topk`` keeps the highest-scoring tokens, ``fifo`` the latest chunks' candidates.
+        eidetic_aux_loss_weight: weight of the innovation predictor's auxiliary loss.
+        eidetic_innovation: ``predictor`` (learned ``W_p s_{j-1}`` predicts ``x_j``) or ``key``
+            (parameter-free: ``||W_k x_j - W_k s_{j-1}||^2``).
+        ssm_state_size: ``N``, the SSM state size per head.
+        ssm_num_heads: ``H``, SSM heads (scalar decay per head).
+        ssm_head_dim: ``P``, the SSM head width; ``H * P`` is the SSM inner width.
+        ssm_num_groups: groups sharing the SSM ``B``/``C`` projections (Mamba-2 ``n_groups``).
+        conv_kernel: width of the causal depthwise convolution before the scan.
+        rope_theta: base of the rotary position embedding.
+        rms_norm_eps: epsilon of every RMSNorm.
+        max_position_embeddings: longest context the model is meant for (informational; B'MOJO layers
+            other than ``attention`` have constant-size state).
+        initializer_range: standard deviation of the normal weight initialisation.
+    """
+
+    model_type = "bmojo"
+    keys_to_ignore_at_inference = ["past_key_values"]
+
+    vocab_size: int = 512
+    hidden_size: int = 128
+    intermediate_size: int = 344
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    layer_types: list[str] | None = None
+    layer_pattern: str | None = None
+    sliding_window: int = 32
+    chunk_size: int = 32
+    eidetic_topk: int = 4
+    eidetic_slots: int = 32
+    eidetic_policy: str = "topk"
+    eidetic_aux_loss_weight: float = 0.1
+    eidetic_innovation: str = "predictor"
+    ssm_state_size: int = 16
+    ssm_num_heads: int = 4
+    ssm_head_dim: int = 32
+    ssm_num_groups: int = 1
+    conv_kernel: int = 4
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 8192
+    initializer_range: float = 0.02
+    hidden_act: str = "silu"
+    use_cache: bool = True
+    tie_word_embeddings: bool = False
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None and self.num_attention_heads and self.num_attention_heads > 0:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.layer_types is None:
+            if self.layer_pattern is not None:
+                self.layer_types = expand_layer_pattern(self.layer_pattern, self.num_hidden_layers)
+            else:
+                self.layer_types = ["bmojo"] * self.num_hidden_layers
+        else:
+            self.layer_types = list(self.layer_types)
+        self.validate_bmojo()
+        super().__post_init__(**kwargs)
+
+    def validate_bmojo(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field."""
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "sliding_window",
+            "chunk_size",
+            "eidetic_topk",
+            "eidetic_slots",
+            "ssm_state_size",
+            "ssm_num_heads",
+            "ssm_head_dim",
+            "ssm_num_groups",
+            "conv_kernel",
+            "max_position_embeddings",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must divide hidden_size ({self.hidden_size})"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_key_value_heads ({self.num_key_value_heads}) must divide "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.ssm_num_heads % self.ssm_num_groups:
+            raise ValueError(f"ssm_num_groups ({self.ssm_num_groups}) must divide ssm_num_heads ({self.ssm_num_heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
+        if not isinstance(self.layer_types, list) or len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(
+                f"layer_types must list one type per layer ({self.num_hidden_layers}), got {self.layer_types!r}"
+            )
+        unknown = [t for t in self.layer_types if t not in LAYER_TYPES]
+        if unknown:
+            raise ValueError(f"layer_types has unknown types {unknown}; valid types: {', '.join(LAYER_TYPES)}")
+        if self.eidetic_policy not in EIDETIC_POLICIES:
+            raise ValueError(f"eidetic_policy must be one of {EIDETIC_POLICIES}, got {self.eidetic_policy!r}")
+        if self.eidetic_innovation not in INNOVATION_MODES:
+            raise ValueError(f"eidetic_innovation must be one of {INNOVATION_MODES}, got {self.eidetic_innovation!r}")
+        if self.eidetic_topk > self.chunk_size:
+            raise ValueError(f"eidetic_topk ({self.eidetic_topk}) must not exceed chunk_size ({self.chunk_size})")
+        if not (isinstance(self.eidetic_aux_loss_weight, (int, float)) and self.eidetic_aux_loss_weight >= 0):
+            raise ValueError(f"eidetic_aux_loss_weight must be >= 0, got {self.eidetic_aux_loss_weight!r}")
+        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
+            raise ValueError(f"rope_theta must be positive, got {self.rope_theta!r}")
+        if not (isinstance(self.rms_norm_eps, (int, float)) and self.rms_norm_eps > 0):
+            raise ValueError(f"rms_norm_eps must be positive, got {self.rms_norm_eps!r}")
+        if self.hidden_act != "silu":
+            raise ValueError(f"hidden_act must be 'silu' (SwiGLU), got {self.hidden_act!r}")
+
+    @property
+    def ssm_inner_size(self) -> int:
+        return self.ssm_num_heads * self.ssm_head_dim
+
+    @property
+    def eidetic_lag(self) -> int:
+        """Chunks between a memory update and the first query chunk that sees it (DESIGN.md)."""
+        return 1 + math.ceil((self.sliding_window - 1) / self.chunk_size)
+
+
+__all__ = ["BMojoConfig", "LAYER_TYPES", "expand_layer_pattern"]

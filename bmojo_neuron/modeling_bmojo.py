@@ -1,0 +1,490 @@
+"""B'MOJO causal language model: pre-norm decoder layers whose mixer is chosen per layer by ``layer_types``.
+
+Mixers (``shared/DESIGN.md``):
+
+- ``attention`` / ``sliding_attention``: Llama-style causal attention (RoPE, GQA), full or windowed;
+- ``ssm``: a Mamba-2 style selective SSM (scalar decay per head);
+- ``bmojo_f``: one softmax over the raw window and the window of SSM outputs that slid out of it;
+- ``bmojo``: ``bmojo_f`` plus an eidetic memory of tokens selected by their innovation.
+
+Data flows one way: this file calls :mod:`bmojo_neuron.ops`, which dispatches to an implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from . import ops
+from .configuration_bmojo import BMojoConfig
+
+# ----------------------------------------------------------------------------------------------- building blocks
+
+
+class BMojoRMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class BMojoGatedRMSNorm(BMojoRMSNorm):
+    """``norm(y * silu(z))``, the output gate of Mamba-2."""
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward((y.float() * F.silu(z.float())).to(y.dtype))
+
+
+class BMojoMLP(nn.Module):
+    """SwiGLU: ``down(silu(gate(x)) * up(x))``."""
+
+    def __init__(self, config: BMojoConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos/sin of the Llama rotary embedding at ``positions`` (any shape), each ``positions.shape + (head_dim,)``."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = positions.float()[..., None] * inv_freq
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (batch, seq, heads, dim); cos/sin: (seq, dim) or (batch, seq, dim)."""
+    if cos.dim() == 2:
+        cos, sin = cos[None], sin[None]
+    cos, sin = cos[:, :, None], sin[:, :, None]
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+# ----------------------------------------------------------------------------------------------- fading memory
+
+
+class BMojoSSM(nn.Module):
+    """Mamba-2 style selective SSM: in-projection, causal depthwise conv, scan, gated norm, out-projection.
+
+    Used alone by ``ssm`` layers, and by ``bmojo_f``/``bmojo`` layers to produce the fading-memory
+    outputs ``s`` (batch, seq, hidden) whose keys and values fill the fading window.
+    """
+
+    def __init__(self, config: BMojoConfig):
+        super().__init__()
+        self.num_heads = config.ssm_num_heads
+        self.head_dim = config.ssm_head_dim
+        self.state_size = config.ssm_state_size
+        self.num_groups = config.ssm_num_groups
+        self.chunk_size = config.chunk_size
+        self.inner = config.ssm_inner_size
+        self.conv_dim = self.inner + 2 * self.num_groups * self.state_size
+        self.conv_kernel = config.conv_kernel
+        self.in_proj = nn.Linear(config.hidden_size, self.inner + self.conv_dim + self.num_heads, bias=False)
+        self.conv1d = nn.Conv1d(
+            self.conv_dim, self.conv_dim, config.conv_kernel, groups=self.conv_dim, padding=config.conv_kernel - 1
+        )
+        self.dt_bias = nn.Parameter(torch.zeros(self.num_heads))
+        self.A_log = nn.Parameter(torch.zeros(self.num_heads))
+        self.D = nn.Parameter(torch.ones(self.num_heads))
+        self.norm = BMojoGatedRMSNorm(self.inner, config.rms_norm_eps)
+        self.out_proj = nn.Linear(self.inner, config.hidden_size, bias=False)
+
+    def project(self, x: torch.Tensor):
+        """x: (batch, seq, hidden) -> z (batch, seq, inner), xBC (batch, seq, conv_dim), dt_raw (batch, seq, heads)."""
+        return torch.split(self.in_proj(x), [self.inner, self.conv_dim, self.num_heads], dim=-1)
+
+    def convolve(self, xBC: torch.Tensor) -> torch.Tensor:
+        """Causal depthwise convolution + silu. xBC: (batch, seq, conv_dim), zero history."""
+        seq = xBC.shape[1]
+        return F.silu(self.conv1d(xBC.transpose(1, 2))[..., :seq].transpose(1, 2))
+
+    def scan_inputs(self, xBC: torch.Tensor, dt_raw: torch.Tensor, mask: torch.Tensor | None):
+        """Split the convolved stream into the scan's (x, dt, A, B, C); padded positions get x = 0 and dt = 0."""
+        batch, seq, _ = xBC.shape
+        x, B, C = torch.split(xBC, [self.inner] + [self.num_groups * self.state_size] * 2, dim=-1)
+        x = x.reshape(batch, seq, self.num_heads, self.head_dim)
+        heads_per_group = self.num_heads // self.num_groups
+        B = B.reshape(batch, seq, self.num_groups, 1, self.state_size).expand(-1, -1, -1, heads_per_group, -1)
+        C = C.reshape(batch, seq, self.num_groups, 1, self.state_size).expand(-1, -1, -1, heads_per_group, -1)
+        B = B.reshape(batch, seq, self.num_heads, self.state_size)
+        C = C.reshape(batch, seq, self.num_heads, self.state_size)
+        dt = F.softplus(dt_raw.float() + self.dt_bias.float())
+        if mask is not None:
+            dt = dt * mask[..., None]
+            x = x * mask[..., None, None].to(x.dtype)
+        A = -torch.exp(self.A_log.float())
+        return x, dt, A, B, C
+
+    def output(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """y: (batch, seq, heads, head_dim) scan output -> (batch, seq, hidden)."""
+        return self.out_proj(self.norm(y.reshape(*y.shape[:2], self.inner), z))
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden: (batch, seq, hidden); mask: (batch, seq) bool, True for real tokens."""
+        if mask is not None:
+            hidden = hidden * mask[..., None].to(hidden.dtype)
+        z, xBC, dt_raw = self.project(hidden)
+        x, dt, A, B, C = self.scan_inputs(self.convolve(xBC), dt_raw, mask)
+        y, _ = ops.ssd_scan(x, dt, A, B, C, self.D.float(), None, self.chunk_size)
+        return self.output(y, z)
+
+
+class BMojoSSMMixer(nn.Module):
+    """The ``ssm`` layer mixer: the SSM alone."""
+
+    def __init__(self, config: BMojoConfig):
+        super().__init__()
+        self.ssm = BMojoSSM(config)
+
+    def forward(self, hidden, cos, sin, mask):
+        return self.ssm(hidden, mask), None
+
+
+# ----------------------------------------------------------------------------------------------- eidetic memory
+
+
+class BMojoEideticMemory(nn.Module):
+    """Selects tokens by a learnable score built on their innovation and gathers their keys/values.
+
+    ``innovation_j = mean((x_j - W_p s_{j-1})^2)``: how badly the fading memory predicted the (normalised)
+    layer input. ``score_j = a * innovation_j + w . [x_j, s_j] + b``; memory slots attend with the logit bias
+    ``log sigmoid(score)``, which is how the score's parameters learn from what retrieval was worth.
+    """
+
+    def __init__(self, config: BMojoConfig):
+        super().__init__()
+        self.mode = config.eidetic_innovation
+        self.chunk_size = config.chunk_size
+        self.topk = config.eidetic_topk
+        self.slots = config.eidetic_slots
+        self.policy = config.eidetic_policy
+        self.lag = config.eidetic_lag
+        if self.mode == "predictor":
+            self.predictor = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.innovation_scale = nn.Parameter(torch.ones(()))
+        self.score_proj = nn.Linear(2 * config.hidden_size, 1)
+        self.record = False  # when True, keep the last selection in `last_selection` (analysis, benchmarks)
+        self.last_selection: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def innovation(self, x: torch.Tensor, s_prev: torch.Tensor, k_proj: nn.Linear):
+        """x, s_prev: (batch, seq, hidden) -> innovation (batch, seq), per-token predictor loss (batch, seq)."""
+        if self.mode == "predictor":
+            prediction = self.predictor(s_prev)
+            innovation = (x.detach().float() - prediction.float()).pow(2).mean(-1)
+            return innovation, innovation
+        innovation = (k_proj(x).float() - k_proj(s_prev).float()).pow(2).mean(-1)
+        return innovation, None
+
+    def scores(self, x: torch.Tensor, s: torch.Tensor, s_prev: torch.Tensor, k_proj: nn.Linear):
+        """Selection scores (batch, seq) and the per-token auxiliary loss (batch, seq) or None."""
+        innovation, aux = self.innovation(x, s_prev, k_proj)
+        learned = self.score_proj(torch.cat([x, s], dim=-1)).squeeze(-1).float()
+        return self.innovation_scale * innovation.detach() + learned, aux
+
+    def forward(self, x, s, k, v, k_proj, mask):
+        """Memory keys/values for every query chunk.
+
+        Args:
+            x: (batch, seq, hidden) normalised layer input; s: (batch, seq, hidden) SSM outputs.
+            k, v: (batch, seq, kv_heads, dim) keys (rotary applied) and values of the raw tokens.
+            mask: (batch, seq) bool, True for real tokens.
+
+        Returns:
+            mem_k, mem_v (batch, n_chunks, slots, kv_heads, dim), mem_bias (batch, n_chunks, slots),
+            aux_loss (scalar tensor).
+        """
+        batch, seq, kv_heads, dim = k.shape
+        s_prev = F.pad(s, (0, 0, 1, 0))[:, :seq]
+        score, aux = self.scores(x, s, s_prev, k_proj)
+        valid_tokens = torch.ones_like(score, dtype=torch.bool) if mask is None else mask
+        selectable = score.detach().masked_fill(~valid_tokens, float("-inf"))
+        idx, valid = ops.eidetic_select(selectable, self.chunk_size, self.topk, self.slots, self.policy, self.lag)
+        if self.record:
+            self.last_selection = (idx, valid)
+        n_chunks = idx.shape[1]
+        flat = idx.reshape(batch, -1)
+        mem_k = ops.gather_rows(k.reshape(batch, seq, -1), flat).view(batch, n_chunks, self.slots, kv_heads, dim)
+        mem_v = ops.gather_rows(v.reshape(batch, seq, -1), flat).view(batch, n_chunks, self.slots, kv_heads, dim)
+        mem_score = ops.gather_rows(score[..., None], flat).view(batch, n_chunks, self.slots)
+        mem_bias = F.logsigmoid(mem_score).masked_fill(~valid, float("-inf"))
+        if aux is None:
+            aux_loss = score.new_zeros(())
+        else:
+            weights = valid_tokens.float()
+            aux_loss = (aux * weights).sum() / weights.sum().clamp_min(1.0)
+        return mem_k, mem_v, mem_bias, aux_loss
+
+
+# ----------------------------------------------------------------------------------------------- attention family
+
+
+class BMojoAttention(nn.Module):
+    """Mixer of ``attention``, ``sliding_attention``, ``bmojo_f`` and ``bmojo`` layers (they share Q/K/V/O)."""
+
+    def __init__(self, config: BMojoConfig, layer_type: str):
+        super().__init__()
+        self.layer_type = layer_type
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.chunk_size = config.chunk_size
+        self.window = None if layer_type == "attention" else config.sliding_window
+        hidden = config.hidden_size
+        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=False)
+        self.ssm = BMojoSSM(config) if layer_type in ("bmojo_f", "bmojo") else None
+        self.eidetic = BMojoEideticMemory(config) if layer_type == "bmojo" else None
+
+    def heads(self, proj: nn.Linear, x: torch.Tensor, n: int) -> torch.Tensor:
+        return proj(x).view(*x.shape[:2], n, self.head_dim)
+
+    def forward(self, hidden, cos, sin, mask):
+        """hidden: (batch, seq, hidden); cos/sin: (seq, head_dim); mask: (batch, seq) bool or None."""
+        q = apply_rotary(self.heads(self.q_proj, hidden, self.num_heads), cos, sin)
+        k = apply_rotary(self.heads(self.k_proj, hidden, self.num_kv_heads), cos, sin)
+        v = self.heads(self.v_proj, hidden, self.num_kv_heads)
+        fade_k = fade_v = mem_k = mem_v = mem_bias = aux = None
+        if self.ssm is not None:
+            s = self.ssm(hidden, mask)
+            fade_k = apply_rotary(self.heads(self.k_proj, s, self.num_kv_heads), cos, sin)
+            fade_v = self.heads(self.v_proj, s, self.num_kv_heads)
+            if self.eidetic is not None:
+                mem_k, mem_v, mem_bias, aux = self.eidetic(hidden, s, k, v, self.k_proj, mask)
+        out = ops.bmojo_attention(
+            q, k, v, self.window, fade_k, fade_v, mem_k, mem_v, mem_bias, mask, self.chunk_size, None
+        )
+        return self.o_proj(out.reshape(*hidden.shape[:2], -1)), aux
+
+
+class BMojoDecoderLayer(nn.Module):
+    """``x = x + mixer(norm(x)); x = x + mlp(norm(x))``."""
+
+    def __init__(self, config: BMojoConfig, layer_idx: int):
+        super().__init__()
+        self.layer_type = config.layer_types[layer_idx]
+        self.input_layernorm = BMojoRMSNorm(config.hidden_size, config.rms_norm_eps)
+        if self.layer_type == "ssm":
+            self.mixer = BMojoSSMMixer(config)
+        else:
+            self.mixer = BMojoAttention(config, self.layer_type)
+        self.post_attention_layernorm = BMojoRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = BMojoMLP(config)
+
+    def forward(self, hidden, cos, sin, mask):
+        mixed, aux = self.mixer(self.input_layernorm(hidden), cos, sin, mask)
+        hidden = hidden + mixed
+        hidden = hidden + self.mlp(self.post_attention_layernorm(hidden))
+        return hidden, aux
+
+
+# ----------------------------------------------------------------------------------------------- HF models
+
+
+@dataclass
+class BMojoModelOutput(BaseModelOutputWithPast):
+    """``aux_loss``: mean over ``bmojo`` layers of the innovation predictor's loss (None without such layers)."""
+
+    aux_loss: torch.FloatTensor | None = None
+
+
+@dataclass
+class BMojoCausalLMOutput(CausalLMOutputWithPast):
+    """``loss`` includes ``eidetic_aux_loss_weight * aux_loss``; ``aux_loss`` is also reported on its own."""
+
+    aux_loss: torch.FloatTensor | None = None
+
+
+class BMojoPreTrainedModel(PreTrainedModel):
+    config_class = BMojoConfig
+    config: BMojoConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["BMojoDecoderLayer"]
+    _is_stateful = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, BMojoSSM):
+            # Mamba-2 initialisation: decay rates A in [1, 16], step sizes dt in [1e-3, 1e-1] (log-uniform).
+            init.copy_(module.A_log, torch.log(torch.linspace(1.0, 16.0, module.num_heads)))
+            dt = torch.exp(torch.linspace(math.log(1e-3), math.log(1e-1), module.num_heads))
+            init.copy_(module.dt_bias, dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+            init.ones_(module.D)
+            init.kaiming_uniform_(module.conv1d.weight, a=math.sqrt(5))
+            init.zeros_(module.conv1d.bias)
+        elif isinstance(module, BMojoEideticMemory):
+            # Start from "innovation decides" (ties broken by it), let the learned terms grow from zero.
+            init.ones_(module.innovation_scale)
+            init.zeros_(module.score_proj.weight)
+            init.zeros_(module.score_proj.bias)
+
+
+class BMojoModel(BMojoPreTrainedModel):
+    def __init__(self, config: BMojoConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.layers = nn.ModuleList(BMojoDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = BMojoRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BMojoModelOutput:
+        """Full forward over ``(batch, seq)`` tokens.
+
+        Left padding is handled by rotating each row so that its real tokens start at position 0 (padding
+        then trails, where causality makes it harmless), running the layers, and rotating back. Positions are
+        therefore counted from each row's first real token, and ``position_ids`` is ignored.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        batch, seq, _ = hidden.shape
+        mask = None
+        if attention_mask is not None:
+            if attention_mask.shape != (batch, seq):
+                raise ValueError(f"attention_mask must have shape {(batch, seq)}, got {tuple(attention_mask.shape)}")
+            mask = attention_mask.bool()
+            leading_pads = (mask.long().cumsum(-1) == 0).sum(-1, keepdim=True)
+            arange = torch.arange(seq, device=hidden.device)[None]
+            order = (arange + leading_pads) % seq
+            restore = (arange - leading_pads) % seq
+            hidden = hidden.gather(1, order[..., None].expand_as(hidden))
+            mask = mask.gather(1, order)
+        cos, sin = rotary_cos_sin(
+            torch.arange(seq, device=hidden.device), self.config.head_dim, self.config.rope_theta, hidden.dtype
+        )
+
+        all_hidden = [] if output_hidden_states else None
+        aux_losses = []
+        for layer in self.layers:
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+            hidden, aux = layer(hidden, cos, sin, mask)
+            if aux is not None:
+                aux_losses.append(aux)
+        hidden = self.norm(hidden)
+        if all_hidden is not None:
+            all_hidden.append(hidden)
+        if mask is not None:
+            unrotate = lambda t: t.gather(1, restore[..., None].expand_as(t))  # noqa: E731
+            hidden = unrotate(hidden)
+            if all_hidden is not None:
+                all_hidden = [unrotate(h) for h in all_hidden]
+        aux_loss = torch.stack(aux_losses).mean() if aux_losses else None
+        return BMojoModelOutput(
+            last_hidden_state=hidden,
+            past_key_values=None,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            aux_loss=aux_loss,
+        )
+
+
+class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: BMojoConfig):
+        super().__init__(config)
+        self.model = BMojoModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> BMojoCausalLMOutput:
+        """``labels``: (batch, seq) token ids, -100 to ignore; the loss is the next-token cross-entropy."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep])
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].float().reshape(-1, self.vocab_size), labels[:, 1:].reshape(-1), ignore_index=-100
+            )
+            if outputs.aux_loss is not None and self.config.eidetic_aux_loss_weight > 0:
+                loss = loss + self.config.eidetic_aux_loss_weight * outputs.aux_loss
+        return BMojoCausalLMOutput(
+            loss=loss,
+            aux_loss=outputs.aux_loss,
+            logits=logits,
+            past_key_values=None,
+            hidden_states=outputs.hidden_states,
+        )
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # B'MOJO layers keep constant-size state, not a growing key/value cache
+
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
+        # No cache yet: every step recomputes the whole prefix.
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+__all__ = ["BMojoForCausalLM", "BMojoModel", "BMojoPreTrainedModel"]

@@ -1,0 +1,58 @@
+"""B'MOJO ops. Each public function here dispatches to one implementation (see :mod:`.dispatch`)."""
+
+from __future__ import annotations
+
+import torch
+
+from .attention.reference import bmojo_attention_reference
+from .dispatch import KernelUnavailableError, available, kernel_mode, register, resolve, use_kernels
+from .eidetic.reference import eidetic_select_reference, gather_rows_reference
+from .eidetic.torch_impl import gather_rows_torch
+from .ssd.reference import ssd_scan_reference
+
+register("ssd_scan", "reference")(ssd_scan_reference)
+register("eidetic_select", "reference")(eidetic_select_reference)
+register("gather_rows", "reference")(gather_rows_reference)
+register("bmojo_attention", "reference")(bmojo_attention_reference)
+register("gather_rows", "torch")(gather_rows_torch)
+# Until the fast paths land, the torch path of these ops is the reference itself.
+register("ssd_scan", "torch")(ssd_scan_reference)
+register("eidetic_select", "torch")(eidetic_select_reference)
+register("bmojo_attention", "torch")(bmojo_attention_reference)
+
+
+def ssd_scan(x, dt, A, B, C, D=None, initial_state=None, chunk_size: int = 64):
+    """Selective scan; see :func:`.ssd.reference.ssd_scan_reference` for shapes. Returns ``(y, final_state)``."""
+    return resolve("ssd_scan", x)(x, dt, A, B, C, D, initial_state, chunk_size)
+
+
+def eidetic_select(scores: torch.Tensor, chunk_size: int, topk: int, slots: int, policy: str, lag: int):
+    """Memory visible to each query chunk; see :func:`.eidetic.reference.eidetic_select_reference`."""
+    return resolve("eidetic_select", scores)(scores, chunk_size, topk, slots, policy, lag)
+
+
+def gather_rows(src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``out[b, i] = src[b, idx[b, i]]``; see :func:`.eidetic.reference.gather_rows_reference`."""
+    return resolve("gather_rows", src)(src, idx)
+
+
+def bmojo_attention(q, k, v, window=None, fade_k=None, fade_v=None, mem_k=None, mem_v=None, mem_bias=None,
+                    key_padding_mask=None, chunk_size: int = 64, scale=None):
+    """Attention over [eidetic slots | fading window | raw window]; see the reference for shapes."""
+    return resolve("bmojo_attention", q)(
+        q, k, v, window, fade_k, fade_v, mem_k, mem_v, mem_bias, key_padding_mask, chunk_size, scale
+    )
+
+
+__all__ = [
+    "KernelUnavailableError",
+    "available",
+    "bmojo_attention",
+    "eidetic_select",
+    "gather_rows",
+    "kernel_mode",
+    "register",
+    "resolve",
+    "ssd_scan",
+    "use_kernels",
+]

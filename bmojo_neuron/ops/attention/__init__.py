@@ -1,0 +1,1 @@
+"""attention op: reference and fast implementations with one signature."""

@@ -1,0 +1,1 @@
+"""eidetic op: reference and fast implementations with one signature."""

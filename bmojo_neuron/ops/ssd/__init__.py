@@ -1,0 +1,1 @@
+"""ssd op: reference and fast implementations with one signature."""
