@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 
+from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 LAYER_TYPES = ("attention", "sliding_attention", "ssm", "bmojo_f", "bmojo")
 EIDETIC_POLICIES = ("topk", "fifo")
 INNOVATION_MODES = ("predictor", "key")
+# transformers renames "attention" to "full_attention" in every config's `layer_types`; we accept both.
+LAYER_TYPE_ALIASES = {"full_attention": "attention"}
 
 # One letter per layer type, for the `layer_pattern` shorthand ("SSSA" = three ssm layers, then attention).
 PATTERN_LETTERS = {"A": "attention", "W": "sliding_attention", "S": "ssm", "F": "bmojo_f", "B": "bmojo"}
@@ -21,7 +24,9 @@ PATTERN_LETTERS = {"A": "attention", "W": "sliding_attention", "S": "ssm", "F": 
 def expand_layer_pattern(pattern: str, num_layers: int) -> list[str]:
     """Expand a pattern string such as ``"BBBA"`` (repeated to ``num_layers``) into layer types."""
     if not pattern:
-        raise ValueError("layer_pattern must be a non-empty string of letters from " + "".join(PATTERN_LETTERS))
+        raise ValueError(
+            "layer_pattern must be a non-empty string of letters from " + "".join(PATTERN_LETTERS)
+        )
     bad = sorted({c for c in pattern if c not in PATTERN_LETTERS})
     if bad:
         raise ValueError(
@@ -31,6 +36,7 @@ def expand_layer_pattern(pattern: str, num_layers: int) -> list[str]:
     return [PATTERN_LETTERS[pattern[i % len(pattern)]] for i in range(num_layers)]
 
 
+@strict
 class BMojoConfig(PreTrainedConfig):
     r"""Configuration of a B'MOJO causal language model.
 
@@ -111,10 +117,15 @@ class BMojoConfig(PreTrainedConfig):
                 self.layer_types = expand_layer_pattern(self.layer_pattern, self.num_hidden_layers)
             else:
                 self.layer_types = ["bmojo"] * self.num_hidden_layers
-        else:
-            self.layer_types = list(self.layer_types)
+        self.layer_types = [LAYER_TYPE_ALIASES.get(t, t) for t in self.layer_types]
         self.validate_bmojo()
+        layer_types = self.layer_types
         super().__post_init__(**kwargs)
+        self.layer_types = layer_types  # undo the base class's renaming of "attention"
+
+    def validate_layer_type(self):
+        """Replaces the base check, which knows only transformers' own layer type names."""
+        self.validate_bmojo()
 
     def validate_bmojo(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
@@ -150,22 +161,30 @@ class BMojoConfig(PreTrainedConfig):
                 f"num_attention_heads ({self.num_attention_heads})"
             )
         if self.ssm_num_heads % self.ssm_num_groups:
-            raise ValueError(f"ssm_num_groups ({self.ssm_num_groups}) must divide ssm_num_heads ({self.ssm_num_heads})")
+            raise ValueError(
+                f"ssm_num_groups ({self.ssm_num_groups}) must divide ssm_num_heads ({self.ssm_num_heads})"
+            )
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
-        if not isinstance(self.layer_types, list) or len(self.layer_types) != self.num_hidden_layers:
+        if not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers:
             raise ValueError(
                 f"layer_types must list one type per layer ({self.num_hidden_layers}), got {self.layer_types!r}"
             )
         unknown = [t for t in self.layer_types if t not in LAYER_TYPES]
         if unknown:
-            raise ValueError(f"layer_types has unknown types {unknown}; valid types: {', '.join(LAYER_TYPES)}")
+            raise ValueError(
+                f"layer_types has unknown types {unknown}; valid types: {', '.join(LAYER_TYPES)}"
+            )
         if self.eidetic_policy not in EIDETIC_POLICIES:
             raise ValueError(f"eidetic_policy must be one of {EIDETIC_POLICIES}, got {self.eidetic_policy!r}")
         if self.eidetic_innovation not in INNOVATION_MODES:
-            raise ValueError(f"eidetic_innovation must be one of {INNOVATION_MODES}, got {self.eidetic_innovation!r}")
+            raise ValueError(
+                f"eidetic_innovation must be one of {INNOVATION_MODES}, got {self.eidetic_innovation!r}"
+            )
         if self.eidetic_topk > self.chunk_size:
-            raise ValueError(f"eidetic_topk ({self.eidetic_topk}) must not exceed chunk_size ({self.chunk_size})")
+            raise ValueError(
+                f"eidetic_topk ({self.eidetic_topk}) must not exceed chunk_size ({self.chunk_size})"
+            )
         if not (isinstance(self.eidetic_aux_loss_weight, (int, float)) and self.eidetic_aux_loss_weight >= 0):
             raise ValueError(f"eidetic_aux_loss_weight must be >= 0, got {self.eidetic_aux_loss_weight!r}")
         if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):

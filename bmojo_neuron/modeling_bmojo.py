@@ -28,6 +28,11 @@ from .configuration_bmojo import BMojoConfig
 # ----------------------------------------------------------------------------------------------- building blocks
 
 
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """Upcast half precision to fp32 for reductions and exponentials; keep fp64 as it is."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 class BMojoRMSNorm(nn.Module):
     def __init__(self, size: int, eps: float):
         super().__init__()
@@ -35,7 +40,7 @@ class BMojoRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        xf = _at_least_fp32(x)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(x.dtype)
 
@@ -44,7 +49,7 @@ class BMojoGatedRMSNorm(BMojoRMSNorm):
     """``norm(y * silu(z))``, the output gate of Mamba-2."""
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward((y.float() * F.silu(z.float())).to(y.dtype))
+        return super().forward((_at_least_fp32(y) * F.silu(_at_least_fp32(z))).to(y.dtype))
 
 
 class BMojoMLP(nn.Module):
@@ -127,11 +132,11 @@ class BMojoSSM(nn.Module):
         C = C.reshape(batch, seq, self.num_groups, 1, self.state_size).expand(-1, -1, -1, heads_per_group, -1)
         B = B.reshape(batch, seq, self.num_heads, self.state_size)
         C = C.reshape(batch, seq, self.num_heads, self.state_size)
-        dt = F.softplus(dt_raw.float() + self.dt_bias.float())
+        dt = F.softplus(_at_least_fp32(dt_raw) + _at_least_fp32(self.dt_bias))
         if mask is not None:
             dt = dt * mask[..., None]
             x = x * mask[..., None, None].to(x.dtype)
-        A = -torch.exp(self.A_log.float())
+        A = -torch.exp(_at_least_fp32(self.A_log))
         return x, dt, A, B, C
 
     def output(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -144,7 +149,7 @@ class BMojoSSM(nn.Module):
             hidden = hidden * mask[..., None].to(hidden.dtype)
         z, xBC, dt_raw = self.project(hidden)
         x, dt, A, B, C = self.scan_inputs(self.convolve(xBC), dt_raw, mask)
-        y, _ = ops.ssd_scan(x, dt, A, B, C, self.D.float(), None, self.chunk_size)
+        y, _ = ops.ssd_scan(x, dt, A, B, C, _at_least_fp32(self.D), None, self.chunk_size)
         return self.output(y, z)
 
 
@@ -189,15 +194,15 @@ class BMojoEideticMemory(nn.Module):
         """x, s_prev: (batch, seq, hidden) -> innovation (batch, seq), per-token predictor loss (batch, seq)."""
         if self.mode == "predictor":
             prediction = self.predictor(s_prev)
-            innovation = (x.detach().float() - prediction.float()).pow(2).mean(-1)
+            innovation = (_at_least_fp32(x.detach()) - _at_least_fp32(prediction)).pow(2).mean(-1)
             return innovation, innovation
-        innovation = (k_proj(x).float() - k_proj(s_prev).float()).pow(2).mean(-1)
+        innovation = (_at_least_fp32(k_proj(x)) - _at_least_fp32(k_proj(s_prev))).pow(2).mean(-1)
         return innovation, None
 
     def scores(self, x: torch.Tensor, s: torch.Tensor, s_prev: torch.Tensor, k_proj: nn.Linear):
         """Selection scores (batch, seq) and the per-token auxiliary loss (batch, seq) or None."""
         innovation, aux = self.innovation(x, s_prev, k_proj)
-        learned = self.score_proj(torch.cat([x, s], dim=-1)).squeeze(-1).float()
+        learned = self.score_proj(torch.cat([x, s], dim=-1)).squeeze(-1)
         return self.innovation_scale * innovation.detach() + learned, aux
 
     def forward(self, x, s, k, v, k_proj, mask):
