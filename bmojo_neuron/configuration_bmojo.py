@@ -24,14 +24,11 @@ PATTERN_LETTERS = {"A": "attention", "W": "sliding_attention", "S": "ssm", "F": 
 def expand_layer_pattern(pattern: str, num_layers: int) -> list[str]:
     """Expand a pattern string such as ``"BBBA"`` (repeated to ``num_layers``) into layer types."""
     if not pattern:
-        raise ValueError(
-            "layer_pattern must be a non-empty string of letters from " + "".join(PATTERN_LETTERS)
-        )
+        raise ValueError("layer_pattern must be a non-empty string of letters from " + "".join(PATTERN_LETTERS))
     bad = sorted({c for c in pattern if c not in PATTERN_LETTERS})
     if bad:
         raise ValueError(
-            f"layer_pattern has unknown letters {bad}; use "
-            + ", ".join(f"{k}={v}" for k, v in PATTERN_LETTERS.items())
+            f"layer_pattern has unknown letters {bad}; use " + ", ".join(f"{k}={v}" for k, v in PATTERN_LETTERS.items())
         )
     return [PATTERN_LETTERS[pattern[i % len(pattern)]] for i in range(num_layers)]
 
@@ -161,9 +158,7 @@ class BMojoConfig(PreTrainedConfig):
                 f"num_attention_heads ({self.num_attention_heads})"
             )
         if self.ssm_num_heads % self.ssm_num_groups:
-            raise ValueError(
-                f"ssm_num_groups ({self.ssm_num_groups}) must divide ssm_num_heads ({self.ssm_num_heads})"
-            )
+            raise ValueError(f"ssm_num_groups ({self.ssm_num_groups}) must divide ssm_num_heads ({self.ssm_num_heads})")
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
         if not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers:
@@ -172,19 +167,13 @@ class BMojoConfig(PreTrainedConfig):
             )
         unknown = [t for t in self.layer_types if t not in LAYER_TYPES]
         if unknown:
-            raise ValueError(
-                f"layer_types has unknown types {unknown}; valid types: {', '.join(LAYER_TYPES)}"
-            )
+            raise ValueError(f"layer_types has unknown types {unknown}; valid types: {', '.join(LAYER_TYPES)}")
         if self.eidetic_policy not in EIDETIC_POLICIES:
             raise ValueError(f"eidetic_policy must be one of {EIDETIC_POLICIES}, got {self.eidetic_policy!r}")
         if self.eidetic_innovation not in INNOVATION_MODES:
-            raise ValueError(
-                f"eidetic_innovation must be one of {INNOVATION_MODES}, got {self.eidetic_innovation!r}"
-            )
+            raise ValueError(f"eidetic_innovation must be one of {INNOVATION_MODES}, got {self.eidetic_innovation!r}")
         if self.eidetic_topk > self.chunk_size:
-            raise ValueError(
-                f"eidetic_topk ({self.eidetic_topk}) must not exceed chunk_size ({self.chunk_size})"
-            )
+            raise ValueError(f"eidetic_topk ({self.eidetic_topk}) must not exceed chunk_size ({self.chunk_size})")
         if not (isinstance(self.eidetic_aux_loss_weight, (int, float)) and self.eidetic_aux_loss_weight >= 0):
             raise ValueError(f"eidetic_aux_loss_weight must be >= 0, got {self.eidetic_aux_loss_weight!r}")
         if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):

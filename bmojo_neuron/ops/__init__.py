@@ -36,8 +36,20 @@ def gather_rows(src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return resolve("gather_rows", src)(src, idx)
 
 
-def bmojo_attention(q, k, v, window=None, fade_k=None, fade_v=None, mem_k=None, mem_v=None, mem_bias=None,
-                    key_padding_mask=None, chunk_size: int = 64, scale=None):
+def bmojo_attention(
+    q,
+    k,
+    v,
+    window=None,
+    fade_k=None,
+    fade_v=None,
+    mem_k=None,
+    mem_v=None,
+    mem_bias=None,
+    key_padding_mask=None,
+    chunk_size: int = 64,
+    scale=None,
+):
     """Attention over [eidetic slots | fading window | raw window]; see the reference for shapes."""
     return resolve("bmojo_attention", q)(
         q, k, v, window, fade_k, fade_v, mem_k, mem_v, mem_bias, key_padding_mask, chunk_size, scale
