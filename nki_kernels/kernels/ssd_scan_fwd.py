@@ -1,0 +1,131 @@
+"""Chunked SSD (Mamba-2) scan, forward, as an NKI kernel.
+
+Per batch b and head h (P = head_dim, N = state size, L = chunk size), with ``a_t = exp(dt_t A)``:
+``h_t = a_t h_{t-1} + dt_t x_t B_t^T`` (P x N) and ``y_t = h_t C_t + D x_t``.
+
+Inside a chunk, with ``cs_t = sum_{r<=t} dt_r A`` (cumulative log-decay) and ``h0`` the state entering it:
+
+    y_t   = sum_{s<=t} exp(cs_t - cs_s + log dt_s) (C_t . B_s) x_s  +  exp(cs_t) h0 C_t  +  D x_t
+    h_end = exp(cs_L) h0 + sum_s dt_s exp(cs_L - cs_s) x_s B_s^T
+
+Layout: a chunk's time steps on partitions. The intra-chunk term is two tensor-engine matmuls
+(``G^T = B C^T`` contracting over the state, then ``y = (G^T * decay)^T x`` contracting over time); the
+state ``h^T`` (N x P, fp32) is carried in SBUF from chunk to chunk. The per-chunk scalars (cumulative
+sums by a triangular matmul, decays) are computed once per group of up to 512 chunks, one column per
+chunk. The decay matrix ``exp(cs_t - cs_s + log dt_s)`` is built from a partition-broadcast of ``cs``
+(a matmul with a ones matrix) and masked to ``s <= t`` on GpSimd. Matmul operands are in the input dtype
+(bf16 or fp32), accumulation fp32 in PSUM; decays and the state are fp32.
+"""
+
+from __future__ import annotations
+
+import math
+
+from nki_kernels._nki import nisa, nki, nl
+
+from ._scan_common import check_scan_shapes, chunk_columns
+from ._tiles import CHUNK_GROUP, broadcast_scalar, constant_tiles
+
+
+@nki.jit
+def ssd_scan_fwd_kernel(x, dt, A, B, C, D, initial_state, chunk_size):
+    """Chunked selective scan forward.
+
+    Args:
+        x: (batch, seq, heads, P) fp32 or bf16 in HBM; dt: (batch, seq, heads) > 0; A: (heads,) < 0;
+        B, C: (batch, seq, heads, N) same dtype as x; D: (heads,) or None;
+        initial_state: (batch, heads, P, N) fp32 or None; chunk_size: L <= 128 (compile-time int).
+
+    Returns:
+        y (batch, seq, heads, P) in x.dtype and final_state (batch, heads, P, N) fp32, both nl.shared_hbm.
+    """
+    check_scan_shapes(x, B, chunk_size)
+    batch, seq, heads, P = x.shape
+    N = B.shape[3]
+    L = chunk_size
+    R = max(L, N)
+    n_chunks = math.ceil(seq / L)
+    mm = x.dtype  # matmul operand dtype
+    y = nl.ndarray(x.shape, x.dtype, buffer=nl.shared_hbm, name="y")
+    final_state = nl.ndarray((batch, heads, P, N), nl.float32, buffer=nl.shared_hbm, name="final_state")
+
+    tri, ones, ident = constant_tiles(L, R, mm)
+    # Working tiles, allocated once and reused by every chunk (see the interpreter's allocator notes).
+    x_c = nl.ndarray((L, P), mm, name="x_c")
+    b_c = nl.ndarray((L, N), mm, name="b_c")
+    c_c = nl.ndarray((L, N), mm, name="c_c")
+    bT = nl.ndarray((N, L), mm, name="bT")
+    cT = nl.ndarray((N, L), mm, name="cT")
+    dab = nl.ndarray((L, L), nl.float32, name="dA_bcast")
+    decay_mat = nl.ndarray((L, L), nl.float32, name="decay_mat")
+    m_t = nl.ndarray((L, L), mm, name="m_t")
+    y_inter = nl.ndarray((L, P), nl.float32, name="y_inter")
+    y_c = nl.ndarray((L, P), x.dtype, name="y_c")
+    xs = nl.ndarray((L, P), mm, name="x_scaled")
+    hT = nl.ndarray((N, P), nl.float32, name="state_T")
+    h_mm = hT if mm == nl.float32 else nl.ndarray((N, P), mm, name="state_T_mm")
+    d_ident = nl.ndarray((L, L), mm, name="d_ident")
+    tr_ps = nl.ndarray((N, L), mm, buffer=nl.psum, name="transpose_psum")
+    csb_ps = nl.ndarray((L, L), nl.float32, buffer=nl.psum, name="cs_bcast_psum")
+    g_ps = nl.ndarray((L, L), nl.float32, buffer=nl.psum, name="gT_psum")
+    y_ps = nl.ndarray((L, P), nl.float32, buffer=nl.psum, name="y_psum")
+    yi_ps = nl.ndarray((L, P), nl.float32, buffer=nl.psum, name="y_inter_psum")
+    h_ps = nl.ndarray((N, P), nl.float32, buffer=nl.psum, name="state_psum")
+
+    for h in range(heads):
+        A_col = broadcast_scalar(A, h, L, "A_col")
+        if D is not None:
+            D_col = broadcast_scalar(D, h, L, "D_col")
+            nisa.tensor_scalar(dst=d_ident, data=ident, op0=nl.multiply, operand0=D_col)
+        for b in range(batch):
+            if initial_state is None:
+                nisa.memset(dst=hT, value=0.0)
+            else:
+                nisa.dma_copy(dst=hT, src=initial_state[b, h].permute((1, 0)))
+            for c0 in range(0, n_chunks, CHUNK_GROUP):
+                n_cols = min(CHUNK_GROUP, n_chunks - c0)
+                cols = chunk_columns(dt, A_col, b, h, c0, n_cols, L, R, tri, ones)
+                dA, bias, ecs, w, decay = cols["dA"], cols["bias"], cols["ecs"], cols["w"], cols["decay"]
+                for j in range(n_cols):
+                    t0 = (c0 + j) * L
+                    n = min(L, seq - t0)  # rows of this chunk (the last one may be partial)
+                    nisa.dma_copy(dst=x_c[:n], src=x[b, t0 : t0 + n, h, :])
+                    nisa.dma_copy(dst=b_c[:n], src=B[b, t0 : t0 + n, h, :])
+                    nisa.dma_copy(dst=c_c[:n], src=C[b, t0 : t0 + n, h, :])
+                    nisa.nc_transpose(dst=tr_ps[:, :n], data=b_c[:n])
+                    nisa.activation(dst=bT[:, :n], op=nl.copy, data=tr_ps[:, :n])
+                    nisa.nc_transpose(dst=tr_ps[:, :n], data=c_c[:n])
+                    nisa.tensor_copy(dst=cT[:, :n], src=tr_ps[:, :n])
+                    # decay_mat[s, t] = exp(cs_t - cs_s + log dt_s) for s <= t, else 0
+                    nisa.activation(dst=dab[:n, :n], op=nl.copy, data=ones[:n, :n], scale=dA[:n, j : j + 1])
+                    nisa.nc_matmul(dst=csb_ps[:n, :n], stationary=dab[:n, :n], moving=tri[:n, :n], accumulate=False)
+                    nisa.activation(dst=decay_mat[:n, :n], op=nl.exp, data=csb_ps[:n, :n], bias=bias[:n, j : j + 1])
+                    nisa.affine_select(
+                        dst=decay_mat[:n, :n],
+                        pattern=[[1, n]],
+                        channel_multiplier=-1,
+                        on_true_tile=decay_mat[:n, :n],
+                        on_false_value=0.0,
+                        cmp_op=nl.greater_equal,
+                    )
+                    # intra-chunk: y = (G^T * decay)^T x (+ D x), G^T[s, t] = B_s . C_t
+                    nisa.nc_matmul(dst=g_ps[:n, :n], stationary=bT[:, :n], moving=cT[:, :n], accumulate=False)
+                    nisa.tensor_tensor(dst=m_t[:n, :n], data1=g_ps[:n, :n], data2=decay_mat[:n, :n], op=nl.multiply)
+                    nisa.nc_matmul(dst=y_ps[:n], stationary=m_t[:n, :n], moving=x_c[:n], accumulate=False)
+                    if D is not None:
+                        nisa.nc_matmul(dst=y_ps[:n], stationary=d_ident[:n, :n], moving=x_c[:n], accumulate=True)
+                    # inter-chunk: exp(cs_t) C_t h0
+                    if h_mm is not hT:
+                        nisa.tensor_copy(dst=h_mm, src=hT)
+                    nisa.nc_matmul(dst=yi_ps[:n], stationary=cT[:, :n], moving=h_mm, accumulate=False)
+                    nisa.activation(dst=y_inter[:n], op=nl.copy, data=yi_ps[:n], scale=ecs[:n, j : j + 1])
+                    nisa.tensor_tensor(dst=y_c[:n], data1=y_ps[:n], data2=y_inter[:n], op=nl.add)
+                    nisa.dma_copy(dst=y[b, t0 : t0 + n, h, :], src=y_c[:n])
+                    # state: h^T <- exp(cs_last) h^T + B^T (w x), w_s = dt_s exp(cs_last - cs_s)
+                    nisa.activation(dst=xs[:n], op=nl.copy, data=x_c[:n], scale=w[:n, j : j + 1])
+                    nisa.nc_matmul(dst=h_ps, stationary=b_c[:n], moving=xs[:n], accumulate=False)
+                    nisa.scalar_tensor_tensor(
+                        dst=hT, data=hT, op0=nl.multiply, operand0=decay[:N, j : j + 1], op1=nl.add, operand1=h_ps
+                    )
+            nisa.dma_copy(dst=final_state[b, h].permute((1, 0)), src=hT)
+    return y, final_state
