@@ -36,3 +36,30 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The gate for the Trainium path (issue 8): PyTorch/XLA 2.9 on the CPU (PJRT_DEVICE=CPU) in its own venv,
+# since torch-xla 2.9 (the last PyTorch/XLA release Neuron supports) needs torch 2.9. PyPI has only the CUDA
+# build of torch 2.9 for Linux x86_64, and it does not import without its nvidia-* libraries (libtorch_cpu.so
+# links libcudart and libcupti), so they come too: about 3 minutes and 7 GB the first time, then reused.
+XLA_VENV   := .venv-xla
+XLA_PYTHON := $(XLA_VENV)/bin/python
+XLA_STAMP  := $(XLA_VENV)/.installed
+XLA_PINS   := torch==2.9.1 torch-xla==2.9.0
+
+$(XLA_STAMP): pyproject.toml
+	test -x $(XLA_PYTHON) || $(PY) -m venv $(XLA_VENV)
+	$(XLA_PYTHON) -m pip install -q $(XLA_PINS)
+	# The package and its dependencies, torch held at 2.9 (an unpinned resolve could upgrade it).
+	$(XLA_PYTHON) -m pip install -q -e . $(XLA_PINS)
+	touch $(XLA_STAMP)
+
+xla-check: $(XLA_STAMP)
+	PJRT_DEVICE=CPU $(XLA_PYTHON) -m training.xla_check
+
+# Evaluation suite (issue 9): benchmarks one after another, then the figures and the README's results
+# section (benchmarks/report.py). bench: ~45 min on 2 CPU cores; bench-quick: ~5 min, a pipeline check.
+bench: $(STAMP)
+	$(PYTHON) -m benchmarks.suite
+
+bench-quick: $(STAMP)
+	$(PYTHON) -m benchmarks.suite --quick

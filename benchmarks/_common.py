@@ -46,7 +46,46 @@ def environment_info() -> dict:
         "machine": platform.machine(),
         "processor": platform.processor() or "unknown",
         "cpu_count": os.cpu_count(),
+        "torch_threads": _torch_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else "unknown",
     }
+
+
+def _torch_threads() -> int | str:
+    try:
+        import torch
+    except Exception:  # noqa: BLE001
+        return "unknown"
+    return torch.get_num_threads()
+
+
+def run_worker(module: str, job: dict, threads: int, timeout: float = 3600) -> dict:
+    """Run ``python -m <module> --worker '<job json>'`` with ``threads`` CPU threads in a fresh process (its
+    peak memory is its own) and return the JSON dict it prints on its last stdout line."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", module, "--worker", json.dumps({**job, "threads": threads})]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
+                         cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+    if out.returncode != 0:
+        return {**job, "threads": threads, "error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    """High-water mark of this process's resident memory, MB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    """Resident memory now, MB."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
 
 
 def write_results(name: str, rows: list[dict], meta: dict) -> tuple[Path, Path]:

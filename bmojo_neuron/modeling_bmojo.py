@@ -23,6 +23,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from . import ops
+from .cache import BMojoCache
 from .configuration_bmojo import BMojoConfig
 
 # ----------------------------------------------------------------------------------------------- building blocks
@@ -377,10 +378,21 @@ class BMojoModel(BMojoPreTrainedModel):
         Left padding is handled by rotating each row so that its real tokens start at position 0 (padding
         then trails, where causality makes it harmless), running the layers, and rotating back. Positions are
         therefore counted from each row's first real token, and ``position_ids`` is ignored.
+
+        With ``use_cache=True`` or a ``past_key_values`` (:class:`~bmojo_neuron.cache.BMojoCache`), the tokens
+        are processed after the cache's state and the cache is updated (:mod:`bmojo_neuron.decoding`);
+        ``attention_mask`` then covers past and new columns, as in HF ``generate``.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        if use_cache and past_key_values is None:
+            past_key_values = BMojoCache(self.config)
+        if past_key_values is not None:
+            from .decoding import cached_forward  # decoding imports this module's rotary helpers
+
+            hidden, all_hidden = cached_forward(self, hidden, attention_mask, past_key_values, output_hidden_states)
+            return BMojoModelOutput(last_hidden_state=hidden, past_key_values=past_key_values, hidden_states=all_hidden)
         batch, seq, _ = hidden.shape
         mask = None
         if attention_mask is not None:
@@ -462,7 +474,9 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
+            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
             output_hidden_states=output_hidden_states,
         )
         hidden = outputs.last_hidden_state
@@ -479,7 +493,7 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
             loss=loss,
             aux_loss=outputs.aux_loss,
             logits=logits,
-            past_key_values=None,
+            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
         )
 
@@ -487,9 +501,10 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # B'MOJO layers keep constant-size state, not a growing key/value cache
 
-    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
-        # No cache yet: every step recomputes the whole prefix.
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs) -> None:
+        """``generate`` gets a :class:`BMojoCache` (allocated by the first forward) unless the user passed one."""
+        if model_kwargs.get("past_key_values") is None and generation_config.use_cache:
+            model_kwargs["past_key_values"] = BMojoCache(self.config)
 
 
 __all__ = ["BMojoForCausalLM", "BMojoModel", "BMojoPreTrainedModel"]

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import torch
 
+from .attention.blocked import bmojo_attention_blocked
 from .attention.reference import bmojo_attention_reference
 from .dispatch import KernelUnavailableError, available, kernel_mode, register, resolve, use_kernels
+from .eidetic.custom import eidetic_select_custom, gather_rows_custom
 from .eidetic.reference import eidetic_select_reference, gather_rows_reference
-from .eidetic.torch_impl import gather_rows_torch
+from .ssd.custom import ssd_scan_torch
+from .ssd.recurrent import ssd_step
 from .ssd.reference import ssd_scan_reference
 
 register("ssd_scan", "reference")(ssd_scan_reference)
 register("eidetic_select", "reference")(eidetic_select_reference)
 register("gather_rows", "reference")(gather_rows_reference)
 register("bmojo_attention", "reference")(bmojo_attention_reference)
-register("gather_rows", "torch")(gather_rows_torch)
-# Until the fast paths land, the torch path of these ops is the reference itself.
-register("ssd_scan", "torch")(ssd_scan_reference)
-register("eidetic_select", "torch")(eidetic_select_reference)
-register("bmojo_attention", "torch")(bmojo_attention_reference)
+# The torch paths of ssd_scan, eidetic_select and gather_rows are the bmojo:: custom ops (opaque, static
+# shapes under torch.compile); the blocked attention is plain torch that compiles as is.
+register("ssd_scan", "torch")(ssd_scan_torch)
+register("eidetic_select", "torch")(eidetic_select_custom)
+register("gather_rows", "torch")(gather_rows_custom)
+register("bmojo_attention", "torch")(bmojo_attention_blocked)
 
 
 def ssd_scan(x, dt, A, B, C, D=None, initial_state=None, chunk_size: int = 64):
@@ -66,5 +70,6 @@ __all__ = [
     "register",
     "resolve",
     "ssd_scan",
+    "ssd_step",
     "use_kernels",
 ]

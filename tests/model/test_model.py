@@ -52,9 +52,7 @@ def test_labels_give_shifted_cross_entropy(any_layer_types):
     labels = ids.clone()
     labels[:, :5] = -100
     out = model(ids, labels=labels)
-    expected = F.cross_entropy(
-        out.logits[:, :-1].reshape(-1, 97), labels[:, 1:].reshape(-1), ignore_index=-100
-    )
+    expected = F.cross_entropy(out.logits[:, :-1].reshape(-1, 97), labels[:, 1:].reshape(-1), ignore_index=-100)
     torch.testing.assert_close(out.loss, expected)
 
 

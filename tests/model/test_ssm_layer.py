@@ -31,8 +31,7 @@ def step_by_step(ssm: BMojoSSM, hidden: torch.Tensor) -> torch.Tensor:
         for head in range(heads):
             decay = torch.exp(dt[:, head] * A[head])
             h[:, head] = (
-                decay[:, None, None] * h[:, head]
-                + dt[:, head, None, None] * x[:, head, :, None] * B[:, head, None, :]
+                decay[:, None, None] * h[:, head] + dt[:, head, None, None] * x[:, head, :, None] * B[:, head, None, :]
             )
         y = torch.einsum("bhpn,bhn->bhp", h, C) + ssm.D[:, None] * x
         gated = y.reshape(batch, -1) * F.silu(z)

@@ -1,0 +1,198 @@
+"""MQAR grid: recall accuracy of every layer type at equal parameter count (``python -m benchmarks.mqar``).
+
+The grid of the training issue: 2-layer models at hidden 64 and 128, sequences much longer than the
+window (window 32; sequence 256 with 16 pairs and 512 with 32 pairs; eidetic slots = 4 x pairs, so
+keys and values both fit), both fillers, and the layer types ``attention`` (the ceiling),
+``sliding_attention``, ``ssm``, ``bmojo_f`` and ``bmojo``. Every model's MLP width is solved so that its
+parameter count matches the ``bmojo`` model of the same hidden size. Training goes through the training
+package (HF Trainer, AdamW, cosine), one run per cell.
+
+This is a long benchmark (hours on a CPU; the full grid is meant for an accelerator), not a test.
+``--quick`` runs one small setting (sequence 128, 8 pairs, window 16, hidden 64, random filler) in
+minutes. Results: ``benchmarks/results/mqar[_quick].{json,md,png}`` with versions, git sha and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from benchmarks._common import RESULTS_DIR, environment_info, write_results  # noqa: E402
+from training.config import ModelSection, MQARSection, RunConfig, TrainSection  # noqa: E402
+from training.data import load_tokenizer  # noqa: E402
+from training.presets import count_parameters, match_parameters  # noqa: E402
+from training.train import make_model_config, run  # noqa: E402
+
+LAYER_TYPES = ("attention", "sliding_attention", "ssm", "bmojo_f", "bmojo")
+TARGET = 0.95  # the issue's target for bmojo
+
+
+@dataclass(frozen=True)
+class Setting:
+    seq_len: int
+    num_pairs: int
+    window: int
+    slots: int
+
+
+FULL = {
+    "settings": [Setting(256, 16, 32, 64), Setting(512, 32, 32, 128)],
+    "hidden": [64, 128],
+    "fillers": ["random", "zeros"],
+    "steps": 4000,
+    "train_examples": 100_000,
+}
+QUICK = {
+    "settings": [Setting(128, 8, 16, 32)],
+    "hidden": [64],
+    "fillers": ["random"],
+    "steps": 300,
+    "train_examples": 9600,
+}
+
+
+def cell_config(
+    setting: Setting, hidden: int, filler: str, layer_type: str, steps: int, examples: int, args
+) -> RunConfig:
+    heads = max(2, hidden // 32)
+    overrides = {
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_attention_heads": heads,
+        "ssm_num_heads": heads,
+        "ssm_head_dim": 2 * hidden // heads,  # SSM expansion 2, as Mamba
+        "sliding_window": setting.window,
+        "chunk_size": setting.window,
+        "eidetic_slots": setting.slots,
+        # Every token of a chunk is a candidate: the 2 x pairs key/value tokens all sit in the first chunk(s).
+        "eidetic_topk": setting.window,
+    }
+    return RunConfig(
+        task="mqar",
+        model=ModelSection(preset="tiny", layer_types=[layer_type] * 2, overrides=overrides),
+        mqar=MQARSection(
+            vocab_size=args.vocab,
+            seq_len=setting.seq_len,
+            num_pairs=setting.num_pairs,
+            filler=filler,
+            train_examples=examples,
+            eval_examples=args.eval_examples,
+        ),
+        train=TrainSection(
+            max_steps=steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup_steps=max(1, steps // 20),
+            weight_decay=0.0,
+            logging_steps=max(1, steps // 20),
+            eval_steps=steps,
+            save_steps=steps,
+            save_total_limit=1,
+            precision="fp32",
+            tqdm=not args.no_tqdm,
+            plot=False,
+        ),
+    )
+
+
+def equalize(config: RunConfig, reference: RunConfig, tokenizer) -> tuple[RunConfig, int]:
+    """Give ``config`` the MLP width that matches the reference (bmojo) model's parameter count."""
+    target = count_parameters(make_model_config(reference, tokenizer))
+    width = match_parameters(make_model_config(config, tokenizer), target).intermediate_size
+    config.model.overrides["intermediate_size"] = width
+    return config, count_parameters(make_model_config(config, tokenizer))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """One panel per (setting, hidden, filler): recall accuracy per layer type."""
+    groups = sorted({(r["seq_len"], r["num_pairs"], r["hidden"], r["filler"]) for r in rows})
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.6), squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        cells = [r for r in rows if (r["seq_len"], r["num_pairs"], r["hidden"], r["filler"]) == group]
+        ax.bar([r["layer_type"] for r in cells], [r["accuracy"] for r in cells], color="tab:blue")
+        ax.axhline(TARGET, color="tab:red", lw=0.8, ls="--")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"T={group[0]}, {group[1]} pairs, d={group[2]}, {group[3]}", fontsize=9)
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+    axes[0][0].set_ylabel("recall accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one small setting, minutes on a CPU")
+    parser.add_argument("--steps", type=int, help="optimizer steps per cell (default: 4000, quick 300)")
+    parser.add_argument("--train-examples", type=int, help="MQAR training examples (default 100000, quick 9600)")
+    parser.add_argument("--eval-examples", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--vocab", type=int, default=8192, help="MQAR vocabulary (Zoology: 8192)")
+    parser.add_argument("--layer-types", default=",".join(LAYER_TYPES), help="comma-separated subset")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--no-tqdm", action="store_true")
+    args = parser.parse_args(argv)
+    grid = QUICK if args.quick else FULL
+    steps = args.steps or grid["steps"]
+    examples = args.train_examples or grid["train_examples"]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    transformers.logging.set_verbosity_error()
+
+    meta = {**environment_info(), "transformers": transformers.__version__, "steps": steps,
+            "train_examples": examples, "batch_size": args.batch_size, "lr": args.lr, "vocab": args.vocab,
+            "layers": 2, "mode": "quick" if args.quick else "full"}  # fmt: skip
+    print("\n".join(f"{k}: {v}" for k, v in meta.items()))
+    tokenizer = load_tokenizer("byte")
+    layer_types = [t.strip() for t in args.layer_types.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mqar-bench-") as scratch:
+        for setting, hidden, filler in itertools.product(grid["settings"], grid["hidden"], grid["fillers"]):
+            reference = cell_config(setting, hidden, filler, "bmojo", steps, examples, args)
+            for layer_type in layer_types:
+                config, params = equalize(
+                    cell_config(setting, hidden, filler, layer_type, steps, examples, args), reference, tokenizer
+                )
+                config.train.output_dir = str(Path(scratch) / f"{setting.seq_len}-{hidden}-{filler}-{layer_type}")
+                print(
+                    f"\n== T={setting.seq_len} pairs={setting.num_pairs} d={hidden} {filler} {layer_type}: {params:,} params"
+                )
+                start = time.time()
+                result = run(config)
+                row = {
+                    "seq_len": setting.seq_len,
+                    "num_pairs": setting.num_pairs,
+                    "window": setting.window,
+                    "slots": setting.slots,
+                    "hidden": hidden,
+                    "filler": filler,
+                    "layer_type": layer_type,
+                    "params": params,
+                    "accuracy": round(result.metrics["eval_accuracy"], 4),
+                    "train_seconds": round(time.time() - start, 1),
+                }
+                print(row)
+                rows.append(row)
+    name = "mqar_quick" if args.quick else "mqar"
+    json_path, md_path = write_results(name, rows, meta)
+    png_path = RESULTS_DIR / f"{name}.png"
+    plot(rows, png_path)
+    print(f"\nwrote {json_path}, {md_path}, {png_path}")
+    print(md_path.read_text().split("\n\n")[-1])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

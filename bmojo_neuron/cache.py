@@ -1,0 +1,234 @@
+"""The inference state of a B'MOJO model: one fixed-size state per layer, built from ``config.layer_types``.
+
+What each layer keeps (``B`` batch, ``K`` key/value heads, ``D`` head dim; ``kv`` tensors stack keys and
+values on a dim of size 2, keys with their rotary embedding applied):
+
+==================  ============================================================================================
+``attention``       ``kv`` (B, L, 2, K, D) and ``key_pos`` (B, L) (-1 = padding); ``L`` grows with every call.
+``sliding_attention``  ``window`` (B, w, 2, K, D): ring buffer, slot ``p % w`` holds position ``p``.
+``ssm``             ``conv`` (B, conv_dim, conv_kernel - 1) last inputs of the convolution,
+                    ``ssm`` (B, H, P, N) float32 scan state.
+``bmojo_f``         ``conv``, ``ssm`` and ``window`` (B, 2w, 4, K, D): raw keys/values and SSM-output
+                    (fading) keys/values of the last ``2w`` positions.
+``bmojo``           ``bmojo_f`` plus ``s_last`` (B, hidden): the SSM output at the last position (the innovation
+                    predicts the next input from it); the eidetic memory visible to the current chunk,
+                    ``mem_kv`` (B, M, 2, K, D), ``mem_score``/``mem_prio`` (B, M) float32 (prio ``-inf`` = empty
+                    slot); the candidates of the completed chunks it does not see yet (``lag - 1`` of them),
+                    ``pend_kv`` (B, lag-1, k, 2, K, D), ``pend_score``/``pend_prio`` (B, lag-1, k); and the
+                    current chunk, ``chunk_kv`` (B, C, 2, K, D), ``chunk_score`` (B, C) (slot ``p % C``).
+==================  ============================================================================================
+
+Shared by all layers: ``positions`` (B,) int64, the number of real (unpadded) tokens each row has seen, which
+is also the position of its next token. Every shape is fixed once allocated, except the key/value cache of
+``attention`` layers, so an attention-free model's state costs the same after 10 or 10 million tokens.
+The arithmetic that reads and updates this state lives in :mod:`bmojo_neuron.decoding`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from transformers.cache_utils import Cache
+
+from .configuration_bmojo import BMojoConfig
+
+NEG_INF = float("-inf")
+
+
+class BMojoLayerState:
+    """The state of one layer: named tensors whose leading dim is the batch (see the module docstring)."""
+
+    # Attributes `transformers.Cache` reads from its layers.
+    is_compileable = False
+    is_croppable = False
+    supports_early_init = False
+    is_initialized = True
+
+    def __init__(self, layer_type: str, config: BMojoConfig):
+        self.layer_type = layer_type
+        self.config = config
+        self.is_sliding = layer_type != "attention"
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        self.tensors[name] = value
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.tensors.items())
+        return f"BMojoLayerState({self.layer_type}: {shapes})"
+
+    def allocate(self, batch: int, dtype: torch.dtype, device: torch.device) -> None:
+        """Create the empty state for ``batch`` rows."""
+        self.dtype = dtype
+        self.tensors = empty_layer_state(self.layer_type, self.config, batch, dtype, device)
+
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Replace every tensor ``t`` by ``fn(t)`` (batch reordering, device moves)."""
+        self.tensors = {name: fn(t) for name, t in self.tensors.items()}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    # --- the per-layer interface of `transformers.Cache`
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.apply(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.apply(lambda t: t[indices])
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self.apply(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def reset(self) -> None:
+        """Back to the empty state, keeping the batch size, dtype and device."""
+        if self.tensors:
+            first = next(iter(self.tensors.values()))
+            self.allocate(first.shape[0], self.dtype, first.device)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a B'MOJO state summarises the past; it cannot be cropped")
+
+    def offload(self) -> None: ...
+
+    def prefetch(self) -> None: ...
+
+    def get_max_length(self) -> int:
+        return -1
+
+
+def empty_layer_state(
+    layer_type: str, config: BMojoConfig, batch: int, dtype: torch.dtype, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The tensors of a fresh layer state (shapes in the module docstring)."""
+    kv_shape = (2, config.num_key_value_heads, config.head_dim)
+    zeros = lambda *shape, dt=dtype: torch.zeros(*shape, dtype=dt, device=device)  # noqa: E731
+    neg = lambda *shape: torch.full(shape, NEG_INF, dtype=torch.float32, device=device)  # noqa: E731
+    state: dict[str, torch.Tensor] = {}
+    if layer_type == "attention":
+        state["kv"] = zeros(batch, 0, *kv_shape)
+        state["key_pos"] = zeros(batch, 0, dt=torch.long)
+        return state
+    if layer_type == "sliding_attention":
+        state["window"] = zeros(batch, config.sliding_window, *kv_shape)
+        return state
+    conv_dim = config.ssm_inner_size + 2 * config.ssm_num_groups * config.ssm_state_size
+    state["conv"] = zeros(batch, conv_dim, config.conv_kernel - 1)
+    state["ssm"] = zeros(batch, config.ssm_num_heads, config.ssm_head_dim, config.ssm_state_size, dt=torch.float32)
+    if layer_type == "ssm":
+        return state
+    state["window"] = zeros(batch, 2 * config.sliding_window, 4, *kv_shape[1:])
+    if layer_type == "bmojo_f":
+        return state
+    slots, topk, chunk, pending = config.eidetic_slots, config.eidetic_topk, config.chunk_size, config.eidetic_lag - 1
+    state["s_last"] = zeros(batch, config.hidden_size)
+    state["mem_kv"] = zeros(batch, slots, *kv_shape)
+    state["mem_score"] = neg(batch, slots)
+    state["mem_prio"] = neg(batch, slots)
+    state["pend_kv"] = zeros(batch, pending, topk, *kv_shape)
+    state["pend_score"] = neg(batch, pending, topk)
+    state["pend_prio"] = neg(batch, pending, topk)
+    state["chunk_kv"] = zeros(batch, chunk, *kv_shape)
+    state["chunk_score"] = neg(batch, chunk)
+    return state
+
+
+class BMojoCache(Cache):
+    """Constant-size inference state of a :class:`~bmojo_neuron.BMojoForCausalLM` (growing only for
+    ``attention`` layers). Tensors are allocated on the first forward that uses the cache.
+
+    Works with ``model.generate`` (greedy, sampling, ``num_return_sequences``, beam search, left padding,
+    ``prefill_chunk_size``) and with direct calls: ``model(ids, past_key_values=cache, use_cache=True)``
+    processes ``ids`` after everything the cache has seen.
+    """
+
+    def __init__(self, config: BMojoConfig):
+        super().__init__(layers=[BMojoLayerState(t, config) for t in config.layer_types])
+        self.config = config
+        self.positions: torch.Tensor | None = None  # (batch,) int64 real tokens seen per row
+        self.steps = 0  # columns processed so far, padding included (what `generate` calls the cache length)
+
+    @property
+    def is_allocated(self) -> bool:
+        return self.positions is not None
+
+    def allocate(self, batch: int, dtype: torch.dtype, device: torch.device) -> None:
+        for layer in self.layers:
+            layer.allocate(batch, dtype, device)
+        self.positions = torch.zeros(batch, dtype=torch.long, device=device)
+        self.steps = 0
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.steps
+
+    def get_max_length(self, layer_idx: int | None = None) -> int:
+        return -1
+
+    @property
+    def batch_size(self) -> int:
+        return -1 if self.positions is None else self.positions.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the state (every layer, plus the position counters)."""
+        extra = 0 if self.positions is None else self.positions.numel() * self.positions.element_size()
+        return sum(layer.nbytes for layer in self.layers) + extra
+
+    def _apply_batch(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        if self.positions is None:
+            return
+        for layer in self.layers:
+            layer.apply(fn)
+        self.positions = fn(self.positions)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._apply_batch(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._apply_batch(lambda t: t[indices])
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._apply_batch(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def reset(self) -> None:
+        """Back to the empty state (same batch size, dtype and device)."""
+        for layer in self.layers:
+            layer.reset()
+        if self.positions is not None:
+            self.positions = torch.zeros_like(self.positions)
+        self.steps = 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a B'MOJO state summarises the past; it cannot be cropped")
+
+    # --- explicit tensors, for exported graphs (torch.export / Neuron tracing)
+    def state_names(self) -> list[str]:
+        """Names of :meth:`to_tensors`'s outputs, in order: ``positions`` then ``layers.<i>.<name>``."""
+        names = ["positions"]
+        for i, layer in enumerate(self.layers):
+            names += [f"layers.{i}.{name}" for name in layer.tensors]
+        return names
+
+    def to_tensors(self) -> list[torch.Tensor]:
+        """The whole state as a flat list of tensors (order of :meth:`state_names`)."""
+        if self.positions is None:
+            raise ValueError("the cache is not allocated yet; run a forward or call allocate() first")
+        return [self.positions] + [t for layer in self.layers for t in layer.tensors.values()]
+
+    def load_tensors(self, tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], steps: int = 0) -> None:
+        """Inverse of :meth:`to_tensors` (the cache must be allocated, to know the names)."""
+        names = self.state_names()
+        if len(tensors) != len(names):
+            raise ValueError(f"expected {len(names)} state tensors, got {len(tensors)}")
+        it = iter(tensors)
+        self.positions = next(it)
+        for layer in self.layers:
+            layer.tensors = {name: next(it) for name in layer.tensors}
+        self.steps = steps
+
+
+__all__ = ["BMojoCache", "BMojoLayerState", "empty_layer_state"]

@@ -1,0 +1,41 @@
+"""Equal-parameter sizing of the language-modelling arms (benchmarks/lm_models.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.lm import FULL, QUICK
+from benchmarks.lm_models import ARMS, REFERENCE_ARM, LMShape, hybrid_layer_types, sized_configs, solve_width
+
+TINY = LMShape(hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64, sliding_window=8, chunk_size=8,
+               eidetic_slots=8, ssm_heads=2, ssm_head_dim=16, ssm_state_size=8)  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [QUICK.shape, FULL.shape], ids=["quick", "full"])
+def test_every_arm_matches_the_reference_within_2_percent(shape):
+    sized = sized_configs(list(ARMS), shape)
+    target = sized[REFERENCE_ARM][1]
+    for arm, (config, params) in sized.items():
+        assert abs(params - target) / target < 0.02, (arm, params, target)
+        assert config.vocab_size == shape.vocab_size
+
+
+def test_peers_are_the_transformers_classes_with_the_shared_shape():
+    sized = sized_configs(["llama", "mistral", "mamba2"], TINY)
+    assert sized["mistral"][0].sliding_window == TINY.sliding_window
+    assert sized["llama"][0].num_hidden_layers == TINY.num_layers
+    assert sized["mamba2"][0].num_hidden_layers == 2 * TINY.num_layers  # no MLP: two blocks per layer
+
+
+@pytest.mark.parametrize("count", [lambda w: 1000 + 37 * w, lambda w: 50 + w * w])
+@pytest.mark.parametrize("target", [1, 2000, 12345, 99999])
+def test_solve_width_finds_the_nearest_multiple(count, target):
+    width = solve_width(count, target, multiple=8)
+    assert width % 8 == 0 and width >= 8
+    best = min(range(8, 4096, 8), key=lambda w: (abs(count(w) - target), w))
+    assert width == best
+
+
+def test_hybrid_has_attention_every_fourth_layer_and_at_least_once():
+    assert hybrid_layer_types(8) == ["ssm", "ssm", "ssm", "attention"] * 2
+    assert hybrid_layer_types(2) == ["ssm", "attention"]

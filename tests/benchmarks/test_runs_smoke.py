@@ -1,0 +1,24 @@
+"""One tiny training run through each worker function: the LM arms (benchmarks/lm.py) and an MQAR cell
+(benchmarks/recall.py, which calls the MQAR grid's own cell builder and the training package)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from benchmarks import recall
+from benchmarks.lm import QUICK, train_and_evaluate
+
+
+def test_lm_worker_trains_and_evaluates_at_every_length():
+    settings = dataclasses.replace(QUICK, steps=2, batch_size=2, warmup_steps=1, eval_tokens=1024, factors=(1, 2))
+    run = train_and_evaluate("bmojo", seed=0, settings=settings, threads=1)
+    assert [r["seq_len"] for r in run["lengths"]] == [256, 512]
+    assert all(math.isfinite(r["perplexity"]) for r in run["lengths"])
+    assert run["train_tokens"] == 2 * 2 * 256 and run["model_class"] == "BMojoForCausalLM"
+
+
+def test_recall_cell_uses_the_mqar_grid_cell():
+    options = {"vocab": 64, "batch_size": 8, "lr": 3e-3, "eval_examples": 16, "threads": 1}
+    row = recall.run_cell(32, "bmojo", steps=2, examples=64, options=options)
+    assert row["num_pairs"] == 2 and row["window"] == recall.WINDOW and 0 <= row["accuracy"] <= 1

@@ -1,0 +1,81 @@
+"""Where a run executes: device, precision and the distributed strategy, as ``TrainingArguments`` fields.
+
+Routes through the one entry point (``python -m training.train``, or ``torchrun ... -m training.train``):
+
+- ``cpu`` / ``cuda``: plain PyTorch; under torchrun, DDP (gloo on CPU) or FSDP (``--strategy fsdp``).
+- ``xla``: torch-neuronx + PyTorch/XLA (Neuron SDK <= 2.28). The HF Trainer has a PyTorch/XLA path
+  of its own (it detects ``torch_xla``); we add bf16, static shapes (drop the last partial batch) and,
+  with ``train.zero1``, a ZeRO-1 optimizer from neuronx-distributed (``neuron.py``).
+- ``neuron``: the native PyTorch backend of newer SDKs (TorchNeuron, ``device="neuron"``), where
+  ``torch.distributed`` DDP/FSDP apply as on any device (``neuron.py``).
+
+The Neuron routes import their packages only when chosen, and fail with a clear message when the
+packages are missing. They are written against the SDK documentation and have not been run (no
+Trainium host here).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from .config import ConfigError, RunConfig
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def resolve_device(requested: str) -> str:
+    """The device kind to train on; ``auto`` prefers Neuron (XLA, then native), then CUDA, then CPU."""
+    if requested == "auto":
+        if _has("torch_neuronx") and _has("torch_xla"):
+            return "xla"
+        if _has("torch_neuronx"):
+            return "neuron"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "xla" and not _has("torch_xla"):
+        raise ConfigError("train.device=xla needs torch-neuronx and torch-xla (Neuron SDK <= 2.28); not installed")
+    if requested == "neuron" and not _has("torch_neuronx"):
+        raise ConfigError("train.device=neuron needs torch-neuronx (native TorchNeuron backend); not installed")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available")
+    return requested
+
+
+def use_bf16(precision: str, device: str) -> bool:
+    """bf16 where the device has it natively (Trainium, recent GPUs); fp32 on CPU unless asked."""
+    if precision == "bf16":
+        return True
+    if precision == "fp32":
+        return False
+    if device in ("xla", "neuron"):
+        return True
+    return device == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def training_arguments_fields(config: RunConfig, device: str) -> dict:
+    """``TrainingArguments`` keyword arguments for the device and the strategy."""
+    fields: dict = {"use_cpu": device == "cpu"}
+    if device in ("xla", "neuron"):
+        # Static shapes: a partial last batch would be a new graph to compile.
+        fields["dataloader_drop_last"] = True
+    if world_size() > 1:
+        strategy = "ddp" if config.train.strategy == "auto" else config.train.strategy
+        if device == "cpu":
+            fields["ddp_backend"] = "gloo"
+        if strategy == "fsdp":
+            if device == "xla":
+                raise ConfigError("train.strategy=fsdp is not supported on the XLA route; use train.zero1=true")
+            fields["fsdp"] = "full_shard auto_wrap"
+            fields["fsdp_config"] = {"transformer_layer_cls_to_wrap": ["BMojoDecoderLayer"], **config.train.fsdp_config}
+    return fields
+
+
+__all__ = ["resolve_device", "training_arguments_fields", "use_bf16", "world_size"]

@@ -1,0 +1,273 @@
+"""``python -m training.train`` / ``bmojo-train``: train a B'MOJO model with the Hugging Face Trainer.
+
+Examples::
+
+    python -m training.train --preset tiny --task mqar --max-steps 500 --output-dir runs/mqar
+    python -m training.train --preset small --task lm --data corpus/ --output-dir runs/lm --resume
+    torchrun --nproc_per_node 2 -m training.train --config training/configs/tiny_lm.yaml
+    python -m training.train --print-params
+
+A run folder holds ``checkpoint-N/`` (complete ones have a ``manifest.json``), ``metrics.jsonl``,
+``curves.png``, ``run_config.yaml``, and at the end the model and tokenizer (``from_pretrained``-able).
+Exit status: 0 done, 2 bad configuration or data, 128 + signal number when stopped by SIGTERM/SIGINT
+(after saving a checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import transformers
+import yaml
+from transformers import TrainingArguments, default_data_collator
+
+from bmojo_neuron import BMojoConfig
+
+from . import checkpoint, distributed, neuron
+from .callbacks import METRICS_FILE, GracefulStopCallback, MetricsJSONLCallback
+from .config import ConfigError, RunConfig, parse
+from .data import DataError, build_lm_datasets, load_tokenizer
+from .mqar import MQARDataset, MQARSpec, recall_accuracy
+from .plotting import plot_curves
+from .presets import PRESETS, build_model, count_parameters, model_config
+from .trainer import BMojoTrainer
+
+logger = logging.getLogger("training")
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    metrics: dict  # final evaluation metrics (empty when stopped by a signal)
+    global_step: int
+    stopped_by: int | None  # signal number, if a signal ended the run
+
+
+def mqar_spec(config: RunConfig) -> MQARSpec:
+    m = config.mqar
+    return MQARSpec(
+        vocab_size=m.vocab_size, seq_len=m.seq_len, num_pairs=m.num_pairs, filler=m.filler, power_a=m.power_a
+    )
+
+
+def make_model_config(config: RunConfig, tokenizer) -> BMojoConfig:
+    """The model's config: the preset, the layer types and overrides, and a vocabulary that covers the
+    tokenizer (and the MQAR token ids), rounded up to a multiple of 8."""
+    vocab = len(tokenizer)
+    seq_len = config.data.seq_len
+    if config.task == "mqar":
+        vocab, seq_len = max(vocab, config.mqar.vocab_size), config.mqar.seq_len
+    overrides = dict(config.model.overrides)
+    if config.model.layer_types is not None:
+        overrides["layer_types"] = config.model.layer_types
+    elif config.model.layer_pattern is not None:
+        overrides["layer_pattern"] = config.model.layer_pattern
+    overrides.setdefault(
+        "max_position_embeddings", max(seq_len, PRESETS[config.model.preset]["max_position_embeddings"])
+    )
+    try:
+        return model_config(
+            config.model.preset,
+            vocab_size=-(-vocab // 8) * 8,
+            overrides=overrides,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    except ValueError as e:
+        raise ConfigError(f"model: {e}") from None
+
+
+def build_datasets(config: RunConfig, tokenizer):
+    """(train, eval) datasets for the task; every data error is raised here, before training."""
+    if config.task == "mqar":
+        spec = mqar_spec(config)
+        try:
+            spec.validate()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        m = config.mqar
+        return MQARDataset(spec, m.train_examples, m.seed), MQARDataset(spec, m.eval_examples, m.seed + 1)
+    d = config.data
+    return build_lm_datasets(
+        tokenizer, d.seq_len, d.path, d.eval_path, d.text_column, d.validation_fraction, d.cache_dir, d.num_proc
+    )
+
+
+def make_training_arguments(config: RunConfig, device: str) -> TrainingArguments:
+    t = config.train
+    return TrainingArguments(
+        output_dir=t.output_dir,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": t.min_lr_ratio},
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        max_grad_norm=t.max_grad_norm,
+        optim="adamw_torch",
+        bf16=distributed.use_bf16(t.precision, device),
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        eval_strategy="steps",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        report_to="none",
+        disable_tqdm=not t.tqdm,
+        dataloader_num_workers=t.dataloader_workers,
+        remove_unused_columns=False,
+        **distributed.training_arguments_fields(config, device),
+    )
+
+
+def _mqar_metrics(prediction) -> dict[str, float]:
+    return {"accuracy": recall_accuracy(prediction.predictions, prediction.label_ids)}
+
+
+def _argmax(logits, labels):
+    # Keep only the argmax: storing (examples x seq x vocab) logits for the whole eval set is wasteful.
+    if isinstance(logits, tuple):  # (logits, aux_loss): the model output's tensors other than the loss
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def print_params(config: RunConfig, tokenizer) -> None:
+    """Parameter counts of every preset and of this configuration (meta device: nothing allocated)."""
+    vocab = -(-len(tokenizer) // 8) * 8
+    print(f"{'preset':>8}  {'parameters':>15}  layers x hidden  (vocab {vocab}, all bmojo layers)")
+    for name in PRESETS:
+        c = model_config(name, vocab)
+        print(f"{name:>8}  {count_parameters(c):>15,}  {c.num_hidden_layers:>6} x {c.hidden_size}")
+    c = make_model_config(config, tokenizer)
+    print(
+        f"\nthis run: preset {config.model.preset}, layer types {c.layer_types}\n  {count_parameters(c):,} parameters"
+    )
+
+
+def run(config: RunConfig, dry_run: bool = False, callbacks: list | None = None) -> RunResult:
+    """Train according to ``config``. Raises ConfigError / DataError for bad input (before training).
+
+    ``callbacks``: extra ``TrainerCallback`` objects (for programs that embed a run, and for tests).
+    """
+    device = distributed.resolve_device(config.train.device)
+    if device in ("xla", "neuron"):
+        neuron.prepare(config, device)
+    output_dir = Path(config.train.output_dir)
+    tokenizer = load_tokenizer(config.data.tokenizer)
+    model_cfg = make_model_config(config, tokenizer)
+    args = make_training_arguments(config, device)
+
+    with args.main_process_first(desc="building the datasets"):
+        train_set, eval_set = build_datasets(config, tokenizer)
+    n_params = count_parameters(model_cfg)
+    if args.process_index == 0:
+        logger.info(
+            "task %s, preset %s, %s parameters, layer types %s, device %s x %d, %d train / %d eval sequences",
+            config.task,
+            config.model.preset,
+            f"{n_params:,}",
+            model_cfg.layer_types,
+            device,
+            args.world_size,
+            len(train_set),
+            len(eval_set),
+        )
+    if dry_run:
+        return RunResult(output_dir, {"parameters": n_params}, 0, None)
+
+    resume_from = None
+    if config.train.resume:
+        resume_from = checkpoint.latest_complete(output_dir, hashes=config.train.verify_hashes)
+        if resume_from is None:
+            logger.warning("--resume: no complete checkpoint in %s; starting from scratch", output_dir)
+        else:
+            logger.info("resuming from %s", resume_from)
+    if args.process_index == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "run_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+    transformers.set_seed(config.train.seed)  # the model's initial weights depend on it
+    model = build_model(model_cfg)
+    stopper = GracefulStopCallback()
+    mqar = config.task == "mqar"
+    trainer = BMojoTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=tokenizer,
+        data_collator=default_data_collator,
+        compute_metrics=_mqar_metrics if mqar else None,
+        preprocess_logits_for_metrics=_argmax if mqar else None,
+        callbacks=[MetricsJSONLCallback(output_dir), *(callbacks or []), stopper],
+        verify_hashes=config.train.verify_hashes,
+    )
+    if device == "xla" and config.train.zero1:
+        neuron.use_zero1(trainer)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    if stopper.received is not None:
+        logger.warning("stopped by signal at step %d; checkpoint saved in %s", trainer.state.global_step, output_dir)
+        return RunResult(output_dir, {}, trainer.state.global_step, stopper.received)
+
+    last_eval = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
+    if last_eval is not None and last_eval.get("step") == trainer.state.global_step:
+        metrics = {k: v for k, v in last_eval.items() if k.startswith("eval_")}
+    else:
+        metrics = trainer.evaluate()
+    trainer.save_model(str(output_dir))  # model (safetensors) + config + tokenizer, from_pretrained-able
+    if trainer.is_world_process_zero():
+        (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1))
+        if config.train.plot and (output_dir / METRICS_FILE).exists():
+            plot_curves(
+                output_dir / METRICS_FILE, output_dir / "curves.png", "eval_accuracy" if mqar else "eval_perplexity"
+            )
+    return RunResult(output_dir, metrics, trainer.state.global_step, None)
+
+
+def _format_metrics(metrics: dict) -> str:
+    shown = {k: v for k, v in metrics.items() if k in ("eval_loss", "eval_perplexity", "eval_accuracy")}
+    return ", ".join(
+        f"{k} {v:.4f}" if isinstance(v, float) and math.isfinite(v) else f"{k} {v}" for k, v in shown.items()
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    transformers.logging.set_verbosity_warning()
+    try:
+        config, args = parse(argv)
+        if args.print_params:
+            print_params(config, load_tokenizer(config.data.tokenizer))
+            return 0
+        result = run(config, dry_run=args.dry_run)
+    except (ConfigError, DataError) as e:
+        print(f"bmojo-train: error: {e}", file=sys.stderr)
+        return 2
+    if result.stopped_by is not None:
+        return 128 + result.stopped_by
+    if not args.dry_run:
+        logger.info(
+            "done at step %d: %s; model saved in %s",
+            result.global_step,
+            _format_metrics(result.metrics),
+            result.output_dir,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
