@@ -5,7 +5,7 @@ PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: setup demo test test-slow lint format bench bench-quick xla-check clean
+.PHONY: setup demo test test-slow lint format bench bench-quick bench-mqar bench-mqar-quick xla-check clean
 
 setup: $(STAMP)
 
@@ -63,3 +63,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PYTHON) -m benchmarks.suite --quick
+
+# The MQAR grid of issue 6 on its own (also part of `bench`).
+bench-mqar: $(STAMP)
+	$(PYTHON) -m benchmarks.mqar
+
+bench-mqar-quick: $(STAMP)
+	$(PYTHON) -m benchmarks.mqar --quick

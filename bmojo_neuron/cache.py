@@ -151,6 +151,10 @@ class BMojoCache(Cache):
         self.config = config
         self.positions: torch.Tensor | None = None  # (batch,) int64 real tokens seen per row
         self.steps = 0  # columns processed so far, padding included (what `generate` calls the cache length)
+        # Every row's position when the host knows it without reading a tensor: 0 after `allocate`/`reset`,
+        # advanced by calls without an attention_mask, None (unknown) after any masked call or `load_tensors`.
+        # Decoding uses it to skip work that a known position makes unnecessary (bmojo_neuron.decoding).
+        self.host_position: int | None = None
 
     @property
     def is_allocated(self) -> bool:
@@ -161,6 +165,7 @@ class BMojoCache(Cache):
             layer.allocate(batch, dtype, device)
         self.positions = torch.zeros(batch, dtype=torch.long, device=device)
         self.steps = 0
+        self.host_position = 0
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.steps
@@ -200,6 +205,7 @@ class BMojoCache(Cache):
             layer.reset()
         if self.positions is not None:
             self.positions = torch.zeros_like(self.positions)
+            self.host_position = 0
         self.steps = 0
 
     def crop(self, tokens_to_remove: int) -> None:
@@ -229,6 +235,7 @@ class BMojoCache(Cache):
         for layer in self.layers:
             layer.tensors = {name: next(it) for name in layer.tensors}
         self.steps = steps
+        self.host_position = None
 
 
 __all__ = ["BMojoCache", "BMojoLayerState", "empty_layer_state"]

@@ -75,6 +75,11 @@ def cached_forward(
     ``attention_mask`` is (B, L) with ``L >= T`` (HF convention: past and new columns), its last ``T`` columns
     mark the new tokens' padding. Updates ``cache`` and returns ``(hidden (B, T, hidden), all_hidden or None)``
     in the input's column order.
+
+    Three paths, one contract: one new token without autograd runs :func:`decode_step` (fused projections,
+    in-place ring writes); a prompt after an empty cache runs the whole-prompt ops of the full forward
+    (:func:`attention_prefill`) and fills the state from their results; anything else runs the general
+    per-layer extension below.
     """
     from .modeling_bmojo import rotary_cos_sin
 
@@ -84,8 +89,19 @@ def cached_forward(
     elif cache.batch_size != batch:
         raise ValueError(f"the cache holds {cache.batch_size} rows but the input has {batch}")
     mask = _new_token_mask(attention_mask, batch, seq, hidden.device)
+    host_position = cache.host_position
+    fresh = host_position == 0  # every row is at position 0: nothing to attend to but the new tokens
+    known = attention_mask is None and host_position is not None  # every row's position, known on the host
+    cache.host_position = host_position + seq if known else None
+    if seq == 1 and _fast_decode_ok(model, hidden):
+        hidden, all_hidden = decode_step(
+            model, hidden, mask, cache, host_position if known else None, output_hidden_states
+        )
+        cache.steps += 1
+        return hidden, all_hidden
+
     restore = None
-    if seq > 1:  # compaction: real tokens first, padding last, order kept
+    if seq > 1 and attention_mask is not None:  # compaction: real tokens first, padding last, order kept
         order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)
         restore = torch.argsort(order, dim=1)
         hidden = hidden.gather(1, order[..., None].expand_as(hidden))
@@ -102,6 +118,8 @@ def cached_forward(
         normed = layer.input_layernorm(hidden)
         if layer.layer_type == "ssm":
             mixed = ssm_extend(layer.mixer.ssm, normed, step, state)
+        elif fresh and layer.layer_type in ("bmojo_f", "bmojo"):
+            mixed = attention_prefill(layer.mixer, normed, step, state)
         else:
             mixed = attention_extend(layer.mixer, normed, step, state)
         hidden = hidden + mixed
@@ -406,6 +424,380 @@ def _scatter_rows_(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> t
 def _gather_rows(src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``out[b, i] = src[b, idx[b, i]]`` for src (B, S, ...) and idx (B, N) -> (B, N, ...)."""
     return src.gather(1, idx.view(*idx.shape, *([1] * (src.dim() - 2))).expand(-1, -1, *src.shape[2:]))
+
+
+# ----------------------------------------------------------------------------------------------- prefill
+
+
+def attention_prefill(attn, hidden: torch.Tensor, step: NewTokens, state: BMojoLayerState) -> torch.Tensor:
+    """A ``bmojo_f``/``bmojo`` layer over a prompt after an empty state: the whole-prompt ops of the full
+    forward (chunked scan, eidetic selection, blocked attention), then the state filled from their results.
+
+    hidden: (B, T, hidden) normalised layer input, compacted (row ``b``'s real tokens at ``0 .. n[b] - 1``).
+    """
+    from .modeling_bmojo import apply_rotary
+
+    batch, seq, _ = hidden.shape
+    heads, kv_heads = attn.num_heads, attn.num_kv_heads
+    q = apply_rotary(attn.heads(attn.q_proj, hidden, heads), step.cos, step.sin)
+    k = apply_rotary(attn.heads(attn.k_proj, hidden, kv_heads), step.cos, step.sin)
+    v = attn.heads(attn.v_proj, hidden, kv_heads)
+    s = ssm_extend(attn.ssm, hidden, step, state)  # conv and scan states from zero: fills both
+    fade_k = apply_rotary(attn.heads(attn.k_proj, s, kv_heads), step.cos, step.sin)
+    fade_v = attn.heads(attn.v_proj, s, kv_heads)
+    mem_k = mem_v = mem_bias = None
+    if attn.eidetic is not None:
+        s_prev = F.pad(s, (0, 0, 1, 0))[:, :seq]  # the empty state's s_last is zero
+        score, _ = attn.eidetic.scores(hidden, s, s_prev, attn.k_proj)
+        score = score.detach().float().masked_fill(~step.mask, NEG_INF)
+        mem_k, mem_v, mem_bias = _eidetic_prefill(attn.eidetic, k, v, score, step, state)
+        last = (step.n - 1).clamp(min=0)
+        s_last = s.gather(1, last[:, None, None].expand(-1, 1, s.shape[-1]))[:, 0]
+        state["s_last"] = torch.where((step.n > 0)[:, None], s_last, state["s_last"])
+    out = ops.bmojo_attention(
+        q, k, v, attn.window, fade_k, fade_v, mem_k, mem_v, mem_bias, step.mask, attn.chunk_size, None
+    )
+    # The ring: slot r holds the largest position p < n with p % R == r.
+    ring = state["window"]
+    held = ring_positions(step.n, ring.shape[1])
+    src = held.clamp(min=0)
+    new = torch.stack([_gather_rows(t, src) for t in (k, v, fade_k, fade_v)], dim=2)
+    state["window"] = torch.where((held >= 0)[..., None, None, None], new, ring)
+    return attn.o_proj(out.reshape(batch, seq, -1))
+
+
+def _eidetic_prefill(eidetic, k, v, score: torch.Tensor, step: NewTokens, state: BMojoLayerState):
+    """The eidetic memory over a whole prompt after an empty state (see :func:`eidetic_extend`).
+
+    Returns the full forward's ``mem_k, mem_v`` (B, n_chunks, M, K, D) and ``mem_bias`` (B, n_chunks, M), and
+    sets the state of row ``b`` as of chunk ``n[b] // C``: the memory that chunk sees, the candidates of the
+    ``lag - 1`` chunks before it, and its own scores and keys/values.
+    """
+    C, topk, slots, lag = eidetic.chunk_size, eidetic.topk, eidetic.slots, eidetic.lag
+    batch, seq = score.shape
+    kv_heads, dim = k.shape[2:]
+    n_chunks = -(-seq // C)
+    # One more (empty) chunk, so that the memory a row's next chunk sees exists when n is a multiple of C.
+    ext = F.pad(score, (0, (n_chunks + 1) * C - seq), value=NEG_INF)
+    idx, valid = ops.eidetic_select(ext, C, topk, slots, eidetic.policy, lag)  # (B, n_chunks + 1, M)
+
+    flat = idx[:, :n_chunks].reshape(batch, -1)
+    mem_k = ops.gather_rows(k.reshape(batch, seq, -1), flat).view(batch, n_chunks, slots, kv_heads, dim)
+    mem_v = ops.gather_rows(v.reshape(batch, seq, -1), flat).view(batch, n_chunks, slots, kv_heads, dim)
+    mem_score = ext.gather(1, flat).view(batch, n_chunks, slots)
+    mem_bias = F.logsigmoid(mem_score).masked_fill(~valid[:, :n_chunks], NEG_INF)
+
+    def prio(sc, chunk):
+        if eidetic.policy == "topk":
+            return sc
+        return torch.where(torch.isinf(sc), sc, chunk + torch.sigmoid(sc))
+
+    last = step.n // C  # (B,)
+    rows = torch.arange(batch, device=score.device)
+    at, ok = idx[rows, last], valid[rows, last]  # (B, M)
+    state["mem_score"] = torch.where(ok, ext.gather(1, at), NEG_INF)
+    state["mem_prio"] = prio(state["mem_score"], at // C)
+    state["mem_kv"] = torch.stack([_gather_rows(k, at), _gather_rows(v, at)], dim=2)
+
+    n_pend = lag - 1
+    cand_score, local = ext.view(batch, n_chunks + 1, C).topk(topk, dim=-1)  # (B, n_chunks + 1, k)
+    chunk = last[:, None] - n_pend + torch.arange(n_pend, device=score.device)  # (B, lag - 1)
+    exists = (chunk >= 0)[..., None]
+    chunk = chunk.clamp(min=0)
+    pick = chunk[..., None].expand(-1, -1, topk)
+    pend_score = cand_score.gather(1, pick).masked_fill(~exists, NEG_INF)
+    state["pend_score"], state["pend_prio"] = pend_score, prio(pend_score, chunk[..., None])
+    pos = (chunk[..., None] * C + local.gather(1, pick)).clamp(max=seq - 1).view(batch, -1)
+    pend_kv = torch.stack([_gather_rows(k, pos), _gather_rows(v, pos)], dim=2)
+    state["pend_kv"] = pend_kv.view(batch, n_pend, topk, 2, kv_heads, dim)
+
+    in_chunk = last[:, None] * C + torch.arange(C, device=score.device)
+    state["chunk_score"] = ext.gather(1, in_chunk)
+    in_chunk = in_chunk.clamp(max=seq - 1)
+    state["chunk_kv"] = torch.stack([_gather_rows(k, in_chunk), _gather_rows(v, in_chunk)], dim=2)
+    return mem_k, mem_v, mem_bias
+
+
+# ----------------------------------------------------------------------------------------------- decode step
+#
+# One token per row, no autograd: the projections that read the same input are one matmul against weights
+# concatenated once and cached on the layer (rebuilt when a parameter changes), the rotary "rotate half"
+# is folded into extra weight rows, the softmax scale into the query rows, residual adds into ``addmm``, and
+# ring buffers are written in place. With the rows' position known on the host (no attention mask since an
+# empty cache), the eidetic chunk bookkeeping is a write into the chunk slot, and the merge runs only on the
+# token that completes a chunk; otherwise every step runs the branch-free :func:`eidetic_step`.
+
+
+def _fast_decode_ok(model, hidden: torch.Tensor) -> bool:
+    return hidden.dtype == torch.float32 and not torch.is_grad_enabled()
+
+
+def _plain_linear(m) -> bool:
+    return type(m) is torch.nn.Linear and not (m._forward_hooks or m._forward_pre_hooks)
+
+
+def _param_key(params) -> tuple:
+    def version(p):
+        try:
+            return p._version
+        except RuntimeError:  # inference tensors have no version counter; they cannot change in place
+            return -1
+
+    return tuple((p.data_ptr(), version(p), p.dtype, p.device) for p in params)
+
+
+def _rotate_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Rows ``R W`` with ``(R W) x = rotate_half(W x)`` per head: (n_heads * D, in) -> (n_heads * D, in)."""
+    w = weight.view(n_heads, -1, weight.shape[-1])
+    half = w.shape[1] // 2
+    return torch.cat([-w[:, half:], w[:, :half]], dim=1).reshape(weight.shape)
+
+
+def _layer_weights(layer) -> dict | None:
+    """Fused decode weights of a layer (cached on it), or None if the layer must take the general path."""
+    mixer = layer.mixer
+    attn = mixer if layer.layer_type in ("bmojo_f", "bmojo") else None
+    ssm = mixer.ssm
+    linears = [layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj, ssm.in_proj, ssm.out_proj]
+    if attn is not None:
+        linears += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj]
+        if attn.eidetic is not None:
+            linears.append(attn.eidetic.score_proj)
+            if attn.eidetic.mode == "predictor":
+                linears.append(attn.eidetic.predictor)
+    params = list(layer.parameters())
+    key = _param_key(params)
+    cached = layer.__dict__.get("_bmojo_decode_weights")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    if not all(_plain_linear(m) for m in linears) or type(ssm.conv1d) is not torch.nn.Conv1d:
+        weights = None
+    else:
+        with torch.no_grad():
+            weights = _build_weights(layer, attn, ssm)
+    layer.__dict__["_bmojo_decode_weights"] = (key, weights)
+    return weights
+
+
+def _build_weights(layer, attn, ssm) -> dict:
+    w = {
+        "mlp": torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]),
+        "A": -torch.exp(ssm.A_log),
+        "conv": ssm.conv1d.weight[:, 0],
+    }
+    if attn is None:
+        w["x"], w["x_bias"] = ssm.in_proj.weight, None
+        return w
+    heads, kv_heads = attn.num_heads, attn.num_kv_heads
+    scale = attn.head_dim**-0.5  # the softmax scale, folded into the query rows
+    wq, wk, wv = attn.q_proj.weight * scale, attn.k_proj.weight, attn.v_proj.weight
+    rows = [wq, wk, _rotate_rows(wq, heads), _rotate_rows(wk, kv_heads), wv, ssm.in_proj.weight]
+    srows = [wk, _rotate_rows(wk, kv_heads), wv]
+    if attn.eidetic is not None:
+        hidden = wq.shape[1]
+        score_w = attn.eidetic.score_proj.weight  # (1, 2 hidden): [x | s]
+        rows.append(score_w[:, :hidden])
+        srows.append(score_w[:, hidden:])
+    w["x"] = torch.cat(rows)
+    w["s"] = torch.cat(srows)
+    w["x_bias"] = None
+    if attn.eidetic is not None:
+        w["x_bias"] = torch.zeros(w["x"].shape[0], dtype=w["x"].dtype, device=w["x"].device)
+        w["x_bias"][-1] = attn.eidetic.score_proj.bias[0]
+    return w
+
+
+@dataclass
+class _Step:
+    """What every layer of one decode step shares."""
+
+    real: torch.Tensor  # (B,) bool, the token is real
+    start: torch.Tensor  # (B,) int64 position of the token
+    phase: int | None  # every row's position, when known on the host
+    cos: torch.Tensor  # (B, 1, head_dim)
+    sin: torch.Tensor
+    slot: torch.Tensor | None = None  # (B,) ring slot of the new token
+    ring_bias: torch.Tensor | None = None  # (B, 2R): [raw, fading] logit bias of each ring slot
+    scatter_index: torch.Tensor | None = None  # (B, 1, 4, K, D) ring index of the new entry
+
+
+def decode_step(model, hidden, mask, cache: BMojoCache, phase: int | None, output_hidden_states: bool = False):
+    """One token per row through ``model``: hidden (B, 1, hidden) -> (hidden (B, 1, hidden), all_hidden or None).
+
+    ``phase``: every row's position when the host knows it (no padding since the cache was empty), else None.
+    """
+    config = model.config
+    start = cache.positions
+    real = mask[:, 0]
+    inv_freq = _inv_freq(model, config)
+    freqs = start.float()[:, None, None] * inv_freq  # (B, 1, D)
+    cos, sin = freqs.cos(), freqs.sin()
+    sh = _Step(real, start, phase, cos, sin)
+    n = real.long()
+    general = None
+    if any(t in ("bmojo_f", "bmojo") for t in config.layer_types):
+        w = config.sliding_window
+        size = 2 * w
+        sh.slot = torch.remainder(start, size)
+        held = ring_positions(start + n, size)
+        dist = start[:, None] - held
+        filled = held >= 0
+        raw = filled & (dist < w)
+        sh.ring_bias = torch.stack([torch.where(raw, 0.0, _neg()), torch.where(filled & ~raw, 0.0, _neg())], -1)
+        sh.ring_bias = sh.ring_bias.view(start.shape[0], 2 * size)
+        if phase is None:
+            sh.scatter_index = sh.slot.view(-1, 1, 1, 1, 1).expand(
+                -1, 1, 4, config.num_key_value_heads, config.head_dim
+            )
+
+    x = hidden[:, 0]
+    all_hidden = [] if output_hidden_states else None
+    for layer, state in zip(model.layers, cache.layers):
+        if all_hidden is not None:
+            all_hidden.append(x[:, None])
+        weights = None if layer.layer_type in ("attention", "sliding_attention") else _layer_weights(layer)
+        if weights is None:  # the general path, for this layer only
+            if general is None:
+                general = NewTokens(mask, n, start, start[:, None], cos, sin)
+            normed = layer.input_layernorm(x[:, None])
+            if layer.layer_type == "ssm":
+                x = x + ssm_extend(layer.mixer.ssm, normed, general, state)[:, 0]
+            else:
+                x = x + attention_extend(layer.mixer, normed, general, state)[:, 0]
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            continue
+        x = _mixer_step(layer, weights, x, sh, state)
+        norm = layer.post_attention_layernorm
+        gate, up = F.linear(F.rms_norm(x, x.shape[-1:], norm.weight, norm.eps), weights["mlp"]).chunk(2, -1)
+        x = torch.addmm(x, F.silu(gate) * up, layer.mlp.down_proj.weight.t())
+    x = F.rms_norm(x, x.shape[-1:], model.norm.weight, model.norm.eps)[:, None]
+    if all_hidden is not None:
+        all_hidden.append(x)
+    cache.positions = start + n
+    return x, (tuple(all_hidden) if all_hidden is not None else None)
+
+
+def _inv_freq(model, config) -> torch.Tensor:
+    """``cat([inv_freq, inv_freq])`` of the rotary embedding, as :func:`~bmojo_neuron.modeling_bmojo.rotary_cos_sin`."""
+    device = model.norm.weight.device
+    cached = model.__dict__.get("_bmojo_inv_freq")
+    if cached is None or cached.device != device:
+        d = config.head_dim
+        inv = 1.0 / (config.rope_theta ** (torch.arange(0, d, 2, device=device, dtype=torch.float32) / d))
+        cached = torch.cat([inv, inv])
+        model.__dict__["_bmojo_inv_freq"] = cached
+    return cached
+
+
+def _ssm_step(ssm, w: dict, zxbcdt: torch.Tensor, sh: _Step, state: BMojoLayerState) -> torch.Tensor:
+    """The SSM of one token from its in-projection (B, inner + conv_dim + heads) -> the output (B, hidden)."""
+    batch = zxbcdt.shape[0]
+    heads, p, n, groups = ssm.num_heads, ssm.head_dim, ssm.state_size, ssm.num_groups
+    z, xbc, dt_raw = zxbcdt.split([ssm.inner, ssm.conv_dim, heads], dim=-1)
+    history = torch.cat([state["conv"], xbc[:, :, None]], dim=-1)  # (B, conv_dim, K)
+    conv = F.silu(torch.linalg.vecdot(history, w["conv"]) + ssm.conv1d.bias)  # (B, conv_dim); no conv1d call
+
+    if sh.phase is None:
+        state["conv"] = torch.where(sh.real[:, None, None], history[..., 1:], history[..., :-1])
+    else:
+        state["conv"] = history[..., 1:]
+    x, b, c = conv.split([ssm.inner, groups * n, groups * n], dim=-1)
+    dt = F.softplus(dt_raw + ssm.dt_bias)
+    if sh.phase is None:  # padding leaves the state as it is (dt = 0, x = 0)
+        dt = dt * sh.real[:, None]
+        x = x * sh.real[:, None]
+    hpg = heads // groups
+    x = x.view(batch, groups, hpg, p, 1)
+    h = state["ssm"].view(batch, groups, hpg, p, n) * torch.exp(dt * w["A"]).view(batch, groups, hpg, 1, 1)
+    h = torch.addcmul(h, x * dt.view(batch, groups, hpg, 1, 1), b.view(batch, groups, 1, 1, n))
+    state["ssm"] = h.view(batch, heads, p, n)
+    y = torch.addcmul(h @ c.view(batch, groups, 1, n, 1), ssm.D.view(groups, hpg, 1, 1), x)
+    g = y.view(batch, ssm.inner) * F.silu(z)
+    return F.rms_norm(g, g.shape[-1:], ssm.norm.weight, ssm.norm.eps)
+
+
+def _mixer_step(layer, w: dict, x: torch.Tensor, sh: _Step, state: BMojoLayerState) -> torch.Tensor:
+    """``x + mixer(norm(x))`` for one token of an ``ssm``/``bmojo_f``/``bmojo`` layer. x: (B, hidden)."""
+    norm = layer.input_layernorm
+    normed = F.rms_norm(x, x.shape[-1:], norm.weight, norm.eps)
+    proj = F.linear(normed, w["x"], w["x_bias"])
+    mixer = layer.mixer
+    ssm = mixer.ssm
+    if layer.layer_type == "ssm":
+        return torch.addmm(x, _ssm_step(ssm, w, proj, sh, state), ssm.out_proj.weight.t())
+
+    batch = x.shape[0]
+    heads, kv_heads, dim = mixer.num_heads, mixer.num_kv_heads, mixer.head_dim
+    qk = (heads + kv_heads) * dim
+    kvd = kv_heads * dim
+    ssm_width = ssm.inner + ssm.conv_dim + ssm.num_heads
+    qk_rot = torch.addcmul(
+        proj[:, :qk].view(batch, -1, dim) * sh.cos, proj[:, qk : 2 * qk].view(batch, -1, dim), sh.sin
+    )  # (B, heads + kv_heads, D); the query rows carry the softmax scale
+    v = proj[:, 2 * qk : 2 * qk + kvd]
+    s = F.linear(_ssm_step(ssm, w, proj[:, 2 * qk + kvd : 2 * qk + kvd + ssm_width], sh, state), ssm.out_proj.weight)
+    sproj = F.linear(s, w["s"])
+    fade_k = torch.addcmul(
+        sproj[:, :kvd].view(batch, -1, dim) * sh.cos, sproj[:, kvd : 2 * kvd].view(batch, -1, dim), sh.sin
+    )
+    entry = torch.stack(
+        [
+            qk_rot[:, heads:],
+            v.view(batch, kv_heads, dim),
+            fade_k,
+            sproj[:, 2 * kvd : 3 * kvd].view(batch, kv_heads, dim),
+        ],
+        dim=1,
+    )  # (B, 4, K, D): raw k, raw v, fading k, fading v
+
+    ring = state["window"]
+    if sh.phase is None:
+        ring.scatter_(1, sh.scatter_index, entry[:, None])
+    else:
+        ring[:, sh.phase % ring.shape[1]].copy_(entry)
+    size = ring.shape[1]
+    ring = ring.view(batch, 2 * size, 2, kv_heads, dim)  # [raw, fading] pairs of each slot
+    keys, values, bias = [ring[:, :, 0]], [ring[:, :, 1]], [sh.ring_bias]
+
+    eidetic = mixer.eidetic
+    if eidetic is not None:
+        if eidetic.mode == "predictor":
+            innovation = (normed - F.linear(state["s_last"], eidetic.predictor.weight)).pow(2).mean(-1)
+        else:
+            k_raw = proj[:, heads * dim : qk]
+            innovation = (k_raw - F.linear(state["s_last"], mixer.k_proj.weight)).pow(2).mean(-1)
+        score = torch.addcmul(proj[:, -1] + sproj[:, -1], eidetic.innovation_scale, innovation)
+        if sh.phase is None:
+            score = torch.where(sh.real, score, NEG_INF)
+            state["s_last"] = torch.where(sh.real[:, None], s, state["s_last"])
+        else:
+            state["s_last"] = s
+        offset = None if sh.phase is None else sh.phase % eidetic.chunk_size
+        if offset is not None and offset != eidetic.chunk_size - 1:  # no chunk completes: write into its slot
+            state["chunk_score"][:, offset].copy_(score)
+            state["chunk_kv"][:, offset].copy_(entry[:, :2])
+            mem_kv = state["mem_kv"]
+            mem_bias = torch.where(torch.isfinite(state["mem_prio"]), F.logsigmoid(state["mem_score"]), _neg())
+        else:
+            step = NewTokens(sh.real[:, None], sh.real.long(), sh.start, sh.start[:, None], sh.cos, sh.sin)
+            block = eidetic_step(eidetic, entry[:, None, :2], score[:, None], step, state)
+            mem_kv, mem_bias = block.kv, block.bias[:, 0]
+        keys.insert(0, mem_kv[:, :, 0])
+        values.insert(0, mem_kv[:, :, 1])
+        bias.insert(0, mem_bias)
+
+    q = qk_rot[:, :heads].view(batch, kv_heads, heads // kv_heads, dim)
+    logits = [q @ kk.permute(0, 2, 3, 1) for kk in keys]  # (B, K, G, S)
+    logits = torch.cat(logits, -1) if len(logits) > 1 else logits[0]
+    bias = torch.cat(bias, -1) if len(bias) > 1 else bias[0]
+    probs = torch.softmax(logits + bias[:, None, None], dim=-1)
+    out = None
+    at = 0
+    for vv in values:
+        part = probs[..., at : at + vv.shape[1]] @ vv.transpose(1, 2)  # (B, K, G, D)
+        out = part if out is None else out + part
+        at += vv.shape[1]
+    return torch.addmm(x, out.reshape(batch, heads * dim), mixer.o_proj.weight.t())
 
 
 # ----------------------------------------------------------------------------------------------- attention

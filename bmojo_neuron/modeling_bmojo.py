@@ -328,6 +328,9 @@ class BMojoPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
     _no_split_modules = ["BMojoDecoderLayer"]
     _is_stateful = True
+    # The loss is a mean over the batch's labels (plus the auxiliary loss): the Trainer must not rescale it
+    # as if forward took `num_items_in_batch`.
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -249,7 +249,7 @@ def run_decode(device) -> PhaseResult:
                 f"logits differ by up to {diff:.2e} (> {LOGITS_ATOL:g}) or greedy tokens differ ({same_tokens=})",
             )
         )
-    what = f"logits of {n_steps} greedy decode steps after a {steps.PROMPT}-token prefill (same tokens: {same_tokens})"
+    what = f"logits of {n_steps} StaticBMojo.decode steps after a {steps.PROMPT}-token prefill (same tokens: {same_tokens})"
     return PhaseResult("decode", deltas, DECODE_WARMUP, float(diff), LOGITS_ATOL, what, violations)
 
 

@@ -26,7 +26,7 @@ DECODE_LAYERS = [t for t in LAYER_TYPES if t != "attention"]
 
 BATCH, SEQ = 2, 32
 LEFT_PAD = 3  # row 1 is left-padded (static pattern): the padding paths of every mixer are in the graph
-PROMPT, DECODE_STEPS = 16, 16  # decode: one prefill bucket, then single-token steps
+PROMPT = 16  # decode: the prompt fills one prefill bucket exactly
 
 
 def tiny_config(layer_types: list[str]) -> BMojoConfig:
