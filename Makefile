@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PYTHON) -m training.demo
 
+# pytest exits 5 when it collected no tests: that is a failure too (make fails on any non-zero exit).
 test: $(STAMP)
-	$(PYTHON) -m pytest -q
+	@$(PYTHON) -m pytest -q; rc=$$?; [ $$rc -ne 5 ] || echo "make test: pytest collected no tests"; exit $$rc
 
 test-slow: $(STAMP)
 	$(PYTHON) -m pytest -q -m slow

@@ -536,14 +536,17 @@ def _plain_linear(m) -> bool:
     return type(m) is torch.nn.Linear and not (m._forward_hooks or m._forward_pre_hooks)
 
 
-def _param_key(params) -> tuple:
+def _param_key(modules) -> tuple:
+    """What the fused weights depend on: every parameter's identity, storage and version, and the submodules."""
+
     def version(p):
         try:
             return p._version
         except RuntimeError:  # inference tensors have no version counter; they cannot change in place
             return -1
 
-    return tuple((p.data_ptr(), version(p), p.dtype, p.device) for p in params)
+    params = tuple((p, p.data_ptr(), version(p)) for m in modules for p in m._parameters.values() if p is not None)
+    return params, tuple(c for m in modules for c in m._modules.values())
 
 
 def _rotate_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -554,7 +557,31 @@ def _rotate_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 def _layer_weights(layer) -> dict | None:
-    """Fused decode weights of a layer (cached on it), or None if the layer must take the general path."""
+    """Fused decode weights of a layer (cached on it), or None if the layer must take the general path.
+
+    The cache is rebuilt when a parameter is replaced, moved or changed in place, or a submodule replaced
+    (hooks added later to an unchanged module are not noticed).
+    """
+    if torch.compiler.is_compiling() or not _has_storage(layer.input_layernorm.weight):
+        return _uncached_weights(layer)  # tracing (torch.export, torch.compile): the fusion joins the graph
+    cached = layer.__dict__.get("_bmojo_decode_weights")
+    if cached is not None and _same_key(_param_key(cached[2]), cached[0]):
+        return cached[1]
+    weights = _uncached_weights(layer)
+    modules = list(layer.modules())
+    layer.__dict__["_bmojo_decode_weights"] = (_param_key(modules), weights, modules)
+    return weights
+
+
+def _has_storage(t: torch.Tensor) -> bool:
+    try:
+        t.data_ptr()
+    except RuntimeError:  # fake or functional tensors
+        return False
+    return True
+
+
+def _uncached_weights(layer) -> dict | None:
     mixer = layer.mixer
     attn = mixer if layer.layer_type in ("bmojo_f", "bmojo") else None
     ssm = mixer.ssm
@@ -565,18 +592,20 @@ def _layer_weights(layer) -> dict | None:
             linears.append(attn.eidetic.score_proj)
             if attn.eidetic.mode == "predictor":
                 linears.append(attn.eidetic.predictor)
-    params = list(layer.parameters())
-    key = _param_key(params)
-    cached = layer.__dict__.get("_bmojo_decode_weights")
-    if cached is not None and cached[0] == key:
-        return cached[1]
     if not all(_plain_linear(m) for m in linears) or type(ssm.conv1d) is not torch.nn.Conv1d:
-        weights = None
-    else:
-        with torch.no_grad():
-            weights = _build_weights(layer, attn, ssm)
-    layer.__dict__["_bmojo_decode_weights"] = (key, weights)
-    return weights
+        return None
+    with torch.no_grad():
+        return _build_weights(layer, attn, ssm)
+
+
+def _same_key(a: tuple, b: tuple) -> bool:
+    (pa, ma), (pb, mb) = a, b
+    return (
+        len(pa) == len(pb)
+        and len(ma) == len(mb)
+        and all(x[0] is y[0] and x[1:] == y[1:] for x, y in zip(pa, pb))
+        and all(x is y for x, y in zip(ma, mb))
+    )
 
 
 def _build_weights(layer, attn, ssm) -> dict:
