@@ -23,6 +23,11 @@ register("ssd_scan", "torch")(ssd_scan_torch)
 register("eidetic_select", "torch")(eidetic_select_custom)
 register("gather_rows", "torch")(gather_rows_custom)
 register("bmojo_attention", "torch")(bmojo_attention_blocked)
+# The attention has no NKI kernel yet (DESIGN.md allows "NKI / SDPA"): in `sim` and `nki` modes its torch
+# path runs, so that a whole model runs in every mode while the scan, the selection and the gather go
+# through the kernels.
+register("bmojo_attention", "sim")(bmojo_attention_blocked)
+register("bmojo_attention", "nki")(bmojo_attention_blocked)
 
 
 def ssd_scan(x, dt, A, B, C, D=None, initial_state=None, chunk_size: int = 64):
