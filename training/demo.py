@@ -26,7 +26,7 @@ import bmojo_neuron  # noqa: F401  (registers the model with AutoModelForCausalL
 
 from .config import ModelSection, MQARSection, RunConfig, TrainSection
 from .data import load_tokenizer
-from .mqar import IGNORE_INDEX, generate
+from .mqar import IGNORE_INDEX, generate, memory_hit_rate
 from .presets import count_parameters, match_parameters
 from .train import make_model_config, mqar_spec, run
 
@@ -77,6 +77,13 @@ def equal_size_widths(steps: int) -> dict[str, int | None]:
     return widths
 
 
+def hit_rate(model_dir: Path, config: RunConfig) -> float | None:
+    """The eidetic memory's hit rate on fresh MQAR examples (None for models without a memory)."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    data = generate(mqar_spec(config), 256, seed=777)
+    return memory_hit_rate(model, data["input_ids"], data["labels"], config.mqar.num_pairs)
+
+
 def show_generation(model_dir: Path, examples: int = 3) -> None:
     """Prompt the saved model with pairs and a query key; greedy-generate the value."""
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -124,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         if result.stopped_by is not None:
             print("interrupted: a checkpoint was saved; stopping the demo")
             return 128 + result.stopped_by
-        results[layer_type] = (params, result.metrics["eval_accuracy"], time.time() - t0)
+        results[layer_type] = (params, result.metrics["eval_accuracy"], hit_rate(folder, config), time.time() - t0)
 
     print(f"\nMQAR recall: sequence {MQAR.seq_len}, {MQAR.num_pairs} pairs, {MQAR.filler} filler, window {WINDOW}")
-    print(f"{'layer type':<20}{'parameters':>12}{'recall':>9}{'train s':>9}")
-    for layer_type, (params, accuracy, seconds) in results.items():
-        print(f"{layer_type:<20}{params:>12,}{accuracy:>9.3f}{seconds:>9.0f}")
+    print(f"{'layer type':<20}{'parameters':>12}{'recall':>9}{'memory hit':>12}{'train s':>9}")
+    for layer_type, (params, accuracy, hits, seconds) in results.items():
+        hits_text = "-" if hits is None else f"{hits:.3f}"
+        print(f"{layer_type:<20}{params:>12,}{accuracy:>9.3f}{hits_text:>12}{seconds:>9.0f}")
+    print("memory hit: fraction of queries whose value token is in the last B'MOJO layer's eidetic memory")
     print(
         f"total {time.time() - start:.0f} s; B'MOJO run saved in {out}/ (model, tokenizer, metrics.jsonl, curves.png)"
     )

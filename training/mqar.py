@@ -141,4 +141,46 @@ def recall_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float((pred[mask] == target[mask]).mean())
 
 
-__all__ = ["FILLERS", "IGNORE_INDEX", "MQARDataset", "MQARSpec", "generate", "recall_accuracy"]
+@torch.no_grad()
+def memory_hit_rate(model, input_ids: torch.Tensor, labels: torch.Tensor, num_pairs: int) -> float | None:
+    """Fraction of queries whose pair's value token is in the last ``bmojo`` layer's visible memory when
+    the query key arrives (DESIGN.md: the memory's hit rate, reported next to accuracy).
+
+    The value token is the one retrieval needs: its hidden state carries the key before it. Returns None
+    for a model without ``bmojo`` layers.
+
+    Args:
+        model: a ``BMojoForCausalLM``.
+        input_ids, labels: (batch, seq) MQAR examples (:func:`generate`).
+        num_pairs: the examples' number of key-value pairs (they sit at positions ``0 .. 2 * num_pairs - 1``).
+    """
+    memories = [m for m in model.modules() if type(m).__name__ == "BMojoEideticMemory"]
+    if not memories:
+        return None
+    memory = memories[-1]
+    memory.record = True
+    try:
+        model(input_ids=input_ids)
+        idx, valid = memory.last_selection  # (batch, n_chunks, slots)
+    finally:
+        memory.record, memory.last_selection = False, None
+    batch_idx, answer_pos = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+    query_pos = answer_pos - 1
+    keys = input_ids[:, 0 : 2 * num_pairs : 2]  # (batch, pairs)
+    pair = (keys[batch_idx] == input_ids[batch_idx, query_pos][:, None]).float().argmax(-1)
+    value_pos = 2 * pair + 1
+    chunk = query_pos // memory.chunk_size
+    slots, slot_valid = idx[batch_idx, chunk], valid[batch_idx, chunk]  # (queries, slots)
+    hits = ((slots == value_pos[:, None]) & slot_valid).any(-1)
+    return float(hits.float().mean())
+
+
+__all__ = [
+    "FILLERS",
+    "IGNORE_INDEX",
+    "MQARDataset",
+    "MQARSpec",
+    "generate",
+    "memory_hit_rate",
+    "recall_accuracy",
+]
