@@ -8,9 +8,12 @@ non-embedding parameter count matches Llama's (intermediate 1024), so the compar
 Llama and Mistral (sliding window 256) are the ``transformers`` implementations with their default
 ``DynamicCache`` and SDPA attention. B'MOJO uses window w = 128 (so its exact raw + fading windows span 256
 positions, like Mistral's), chunks of 64, top-8 candidates and 64 eidetic slots. Single thread, float32,
-batch 1, eager mode, greedy decoding. For each context, every model prefills ``context`` random tokens
-(timed once), then decodes in rounds of ``steps`` tokens that alternate between the models (so that the
-load of a shared machine hits all of them alike); ms/token is the median round (the fastest is also kept).
+batch 1, eager mode, greedy decoding. Every model prefills ``context`` random tokens for every context
+(prefill time: the fastest of ``--prefill-repeats``, the repeats alternating between the models), then all
+(model, context) pairs decode in rounds of ``steps`` tokens that cycle over the pairs, so that the load of a
+shared machine hits every model and every context alike; ms/token is the median round (the fastest is also
+kept). ``ops_per_token`` counts the top-level aten ops of one decode step (torch.profiler, outside the timed
+rounds): at this size a large share of a decode step is per-op overhead.
 
 Writes ``benchmarks/results/decode.{json,md,png}``.
 """
@@ -111,16 +114,39 @@ def cache_bytes(cache) -> int:
 
 @torch.inference_mode()
 def prefill(model, new_cache, context: int):
-    """(cache, next token, seconds) after a prefill of ``context`` random tokens."""
+    """(cache, next token, seconds) after a prefill of ``context`` random tokens, then 3 warm-up steps."""
     ids = torch.randint(0, VOCAB, (1, context), generator=torch.Generator().manual_seed(context))
     cache = new_cache()
     t0 = time.perf_counter()
     out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
     seconds = time.perf_counter() - t0
     token = out.logits[:, -1:].argmax(-1)
-    for _ in range(3):  # warm-up
-        token = model(token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+    for _ in range(3):
+        token = decode_step(model, token, cache)
     return cache, token, seconds
+
+
+def decode_step(model, token, cache):
+    """One greedy decode step: the next token."""
+    return model(token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+
+
+@torch.inference_mode()
+def ops_per_token(model, cache, token):
+    """Top-level aten ops (those not called by another aten op) of one decode step, and the next token.
+
+    At this model size the decode step is bound by per-op overhead; this is the number that tracks it.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        token = model(token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+    count = 0
+    for e in prof.events():
+        parent = e.cpu_parent
+        if e.name.startswith("aten::") and (parent is None or not parent.name.startswith("aten::")):
+            count += 1
+    return count, token
 
 
 @torch.inference_mode()
@@ -128,46 +154,51 @@ def decode_round(model, cache, token, steps: int):
     """Seconds per token of ``steps`` greedy decode steps, and the last token."""
     t0 = time.perf_counter()
     for _ in range(steps):
-        token = model(token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        token = decode_step(model, token, cache)
     return (time.perf_counter() - t0) / steps, token
 
 
-def run(models: dict, contexts: list[int], steps: int, rounds: int) -> list[dict]:
-    """For each context: prefill every model, then decode in rounds that alternate between the models, so
-    that a slow period of a shared machine affects all of them (medians over rounds)."""
-    rows = []
+def run(models: dict, contexts: list[int], steps: int, rounds: int, prefill_repeats: int = 2) -> list[dict]:
+    """Prefill every (model, context) pair (the fastest of ``prefill_repeats``, each repeat alternating
+    between the models), then decode in rounds that cycle over all pairs, so that a slow period of a
+    shared machine hits every model and every context alike (medians over rounds)."""
+    state = {}
     for context in contexts:
-        state = {}
-        for name, (model, new_cache) in models.items():
-            cache, token, seconds = prefill(model, new_cache, context)
-            state[name] = {"cache": cache, "token": token, "prefill_s": seconds, "times": []}
-        for _ in range(rounds):
-            for name, (model, _) in models.items():
-                st = state[name]
-                dt, st["token"] = decode_round(model, st["cache"], st["token"], steps)
-                st["times"].append(dt)
-        for name, (model, _) in models.items():
-            st = state[name]
-            ms = statistics.median(st["times"]) * 1e3
-            row = {
-                "model": name,
-                "context": context,
-                "non_embedding_params": _non_embedding_params(model),
-                "tokens_per_s": 1e3 / ms,
-                "ms_per_token": ms,
-                "min_ms_per_token": min(st["times"]) * 1e3,
-                "cache_MiB": cache_bytes(st["cache"]) / 2**20,
-                "prefill_s": st["prefill_s"],
-            }
-            rows.append(row)
-            print(
-                f"{name:8s} ctx {context:5d}: {row['tokens_per_s']:7.1f} tok/s  {ms:6.2f} ms/token "
-                f"(min {row['min_ms_per_token']:6.2f})  cache {row['cache_MiB']:8.3f} MiB  "
-                f"prefill {row['prefill_s']:6.2f} s",
-                flush=True,
-            )
-        del state
-        gc.collect()
+        for _ in range(prefill_repeats):
+            for name, (model, new_cache) in models.items():
+                cache, token, seconds = prefill(model, new_cache, context)
+                st = state.get((name, context))
+                if st is None or seconds < st["prefill_s"]:
+                    state[(name, context)] = {"cache": cache, "token": token, "prefill_s": seconds, "times": []}
+                del cache
+                gc.collect()
+    for (name, _), st in state.items():
+        st["ops"], st["token"] = ops_per_token(models[name][0], st["cache"], st["token"])
+    for _ in range(rounds):
+        for (name, _), st in state.items():
+            dt, st["token"] = decode_round(models[name][0], st["cache"], st["token"], steps)
+            st["times"].append(dt)
+    rows = []
+    for (name, context), st in sorted(state.items(), key=lambda kv: kv[0][1]):
+        ms = statistics.median(st["times"]) * 1e3
+        row = {
+            "model": name,
+            "context": context,
+            "non_embedding_params": _non_embedding_params(models[name][0]),
+            "tokens_per_s": 1e3 / ms,
+            "ms_per_token": ms,
+            "min_ms_per_token": min(st["times"]) * 1e3,
+            "cache_MiB": cache_bytes(st["cache"]) / 2**20,
+            "prefill_s": st["prefill_s"],
+            "ops_per_token": st["ops"],
+        }
+        rows.append(row)
+        print(
+            f"{name:8s} ctx {context:5d}: {row['tokens_per_s']:7.1f} tok/s  {ms:6.2f} ms/token "
+            f"(min {row['min_ms_per_token']:6.2f})  cache {row['cache_MiB']:8.3f} MiB  "
+            f"prefill {row['prefill_s']:6.2f} s  {row['ops_per_token']:5d} ops/token",
+            flush=True,
+        )
     return rows
 
 
@@ -232,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contexts", default=None, help="comma-separated context lengths (overrides --quick)")
     parser.add_argument("--steps", type=int, default=None, help="decode steps per round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--prefill-repeats", type=int, default=2, help="prefill timing: the fastest of N")
     parser.add_argument("--name", default="decode", help="results file stem")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -247,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 3 if args.quick and args.rounds == 7 else args.rounds
     torch.set_num_threads(1)
 
-    rows = run({name: build(name) for name in models}, contexts, steps, rounds)
+    rows = run({name: build(name) for name in models}, contexts, steps, rounds, args.prefill_repeats)
     rows.sort(key=lambda r: (models.index(r["model"]), r["context"]))
 
     targets = check_targets(rows)
@@ -258,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch": 1,
         "steps_per_round": steps,
         "rounds": rounds,
+        "prefill_repeats": args.prefill_repeats,
         "mode": "eager",
         "bmojo": BMOJO,
         "mistral_window": MISTRAL_WINDOW,

@@ -489,7 +489,9 @@ def _eidetic_prefill(eidetic, k, v, score: torch.Tensor, step: NewTokens, state:
 
     def prio(sc, chunk):
         if eidetic.policy == "topk":
-            return sc
+            # A copy, not an alias: state tensors sharing storage would make the first decode step's graph
+            # (one input for both) differ from the next ones' (two inputs), a recompilation on XLA.
+            return sc.clone()
         return torch.where(torch.isinf(sc), sc, chunk + torch.sigmoid(sc))
 
     last = step.n // C  # (B,)
@@ -549,13 +551,6 @@ def _param_key(modules) -> tuple:
     return params, tuple(c for m in modules for c in m._modules.values())
 
 
-def _rotate_rows(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Rows ``R W`` with ``(R W) x = rotate_half(W x)`` per head: (n_heads * D, in) -> (n_heads * D, in)."""
-    w = weight.view(n_heads, -1, weight.shape[-1])
-    half = w.shape[1] // 2
-    return torch.cat([-w[:, half:], w[:, :half]], dim=1).reshape(weight.shape)
-
-
 def _layer_weights(layer) -> dict | None:
     """Fused decode weights of a layer (cached on it), or None if the layer must take the general path.
 
@@ -573,7 +568,20 @@ def _layer_weights(layer) -> dict | None:
     return weights
 
 
+def _cacheable(model) -> bool:
+    """Whether constants derived from the model may be cached across steps: only for eager tensors with
+    storage. Under tracing, and on lazy devices (XLA), they are computed inside every step so that every
+    step is the same graph (a cached constant would turn the second step into a new graph)."""
+    return not torch.compiler.is_compiling() and _has_storage(model.norm.weight)
+
+
+# Lazy devices record a graph instead of running: a constant cached by step 1 becomes a graph input from step 2.
+_LAZY_DEVICES = ("xla", "lazy", "meta")
+
+
 def _has_storage(t: torch.Tensor) -> bool:
+    if t.device.type in _LAZY_DEVICES:
+        return False
     try:
         t.data_ptr()
     except RuntimeError:  # fake or functional tensors
@@ -615,13 +623,13 @@ def _build_weights(layer, attn, ssm) -> dict:
         "conv": ssm.conv1d.weight[:, 0],
     }
     if attn is None:
-        w["x"], w["x_bias"] = ssm.in_proj.weight, None
+        w["x"] = ssm.in_proj.weight
+        w["x_bias"] = _dt_bias(w["x"], ssm, ssm.inner + ssm.conv_dim)
         return w
-    heads, kv_heads = attn.num_heads, attn.num_kv_heads
     scale = attn.head_dim**-0.5  # the softmax scale, folded into the query rows
     wq, wk, wv = attn.q_proj.weight * scale, attn.k_proj.weight, attn.v_proj.weight
-    rows = [wq, wk, _rotate_rows(wq, heads), _rotate_rows(wk, kv_heads), wv, ssm.in_proj.weight]
-    srows = [wk, _rotate_rows(wk, kv_heads), wv]
+    rows = [wq, wk, wv, ssm.in_proj.weight]
+    srows = [wk, wv]
     if attn.eidetic is not None:
         hidden = wq.shape[1]
         score_w = attn.eidetic.score_proj.weight  # (1, 2 hidden): [x | s]
@@ -629,11 +637,17 @@ def _build_weights(layer, attn, ssm) -> dict:
         srows.append(score_w[:, hidden:])
     w["x"] = torch.cat(rows)
     w["s"] = torch.cat(srows)
-    w["x_bias"] = None
+    w["x_bias"] = _dt_bias(w["x"], ssm, wq.shape[0] + wk.shape[0] + wv.shape[0] + ssm.inner + ssm.conv_dim)
     if attn.eidetic is not None:
-        w["x_bias"] = torch.zeros(w["x"].shape[0], dtype=w["x"].dtype, device=w["x"].device)
         w["x_bias"][-1] = attn.eidetic.score_proj.bias[0]
     return w
+
+
+def _dt_bias(weight: torch.Tensor, ssm, at: int) -> torch.Tensor:
+    """A bias for the fused projection: zero, except ``dt_bias`` on the rows of ``dt_raw`` (from row ``at``)."""
+    bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    bias[at : at + ssm.num_heads] = ssm.dt_bias
+    return bias
 
 
 @dataclass
@@ -645,6 +659,7 @@ class _Step:
     phase: int | None  # every row's position, when known on the host
     cos: torch.Tensor  # (B, 1, head_dim)
     sin: torch.Tensor
+    sin_rot: torch.Tensor  # sin with its first half negated: rotate_half(x) * sin == swap_halves(x) * sin_rot
     slot: torch.Tensor | None = None  # (B,) ring slot of the new token
     ring_bias: torch.Tensor | None = None  # (B, 2R): [raw, fading] logit bias of each ring slot
     scatter_index: torch.Tensor | None = None  # (B, 1, 4, K, D) ring index of the new entry
@@ -658,23 +673,22 @@ def decode_step(model, hidden, mask, cache: BMojoCache, phase: int | None, outpu
     config = model.config
     start = cache.positions
     real = mask[:, 0]
-    inv_freq = _inv_freq(model, config)
+    inv_freq, sign = _rotary_constants(model, config)
     freqs = start.float()[:, None, None] * inv_freq  # (B, 1, D)
     cos, sin = freqs.cos(), freqs.sin()
-    sh = _Step(real, start, phase, cos, sin)
+    sh = _Step(real, start, phase, cos, sin, sin * sign)
     n = real.long()
     general = None
     if any(t in ("bmojo_f", "bmojo") for t in config.layer_types):
         w = config.sliding_window
         size = 2 * w
-        sh.slot = torch.remainder(start, size)
-        held = ring_positions(start + n, size)
-        dist = start[:, None] - held
-        filled = held >= 0
-        raw = filled & (dist < w)
-        sh.ring_bias = torch.stack([torch.where(raw, 0.0, _neg()), torch.where(filled & ~raw, 0.0, _neg())], -1)
-        sh.ring_bias = sh.ring_bias.view(start.shape[0], 2 * size)
+        if phase is not None and phase >= size:  # a full ring: the pattern of position 0, rotated
+            sh.ring_bias = torch.roll(_full_ring_bias(model, w), phase % size, 0).view(1, 2 * size)
+            sh.ring_bias = sh.ring_bias.expand(start.shape[0], -1)
+        else:
+            sh.ring_bias = _ring_bias(start, n, w)
         if phase is None:
+            sh.slot = torch.remainder(start, size)
             sh.scatter_index = sh.slot.view(-1, 1, 1, 1, 1).expand(
                 -1, 1, 4, config.num_key_value_heads, config.head_dim
             )
@@ -706,15 +720,41 @@ def decode_step(model, hidden, mask, cache: BMojoCache, phase: int | None, outpu
     return x, (tuple(all_hidden) if all_hidden is not None else None)
 
 
-def _inv_freq(model, config) -> torch.Tensor:
-    """``cat([inv_freq, inv_freq])`` of the rotary embedding, as :func:`~bmojo_neuron.modeling_bmojo.rotary_cos_sin`."""
+def _rotary_constants(model, config) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cat([inv_freq, inv_freq])`` of the rotary embedding (as
+    :func:`~bmojo_neuron.modeling_bmojo.rotary_cos_sin`) and the sign ``[-1] * D/2 + [1] * D/2``."""
     device = model.norm.weight.device
-    cached = model.__dict__.get("_bmojo_inv_freq")
-    if cached is None or cached.device != device:
+    cached = model.__dict__.get("_bmojo_rotary")
+    if cached is None or cached[0].device != device or not _cacheable(model):
         d = config.head_dim
         inv = 1.0 / (config.rope_theta ** (torch.arange(0, d, 2, device=device, dtype=torch.float32) / d))
-        cached = torch.cat([inv, inv])
-        model.__dict__["_bmojo_inv_freq"] = cached
+        sign = torch.ones(d, device=device)
+        sign[: d // 2] = -1.0
+        cached = (torch.cat([inv, inv]), sign)
+        if _cacheable(model):
+            model.__dict__["_bmojo_rotary"] = cached
+    return cached
+
+
+def _ring_bias(start: torch.Tensor, n: torch.Tensor, w: int) -> torch.Tensor:
+    """(B, 4w) logit bias of the ring slots [raw, fading] for the query at ``start`` after ``n`` (0 or 1) writes."""
+    held = ring_positions(start + n, 2 * w)
+    dist = start[:, None] - held
+    filled = held >= 0
+    raw = filled & (dist < w)
+    bias = torch.stack([torch.where(raw, 0.0, _neg()), torch.where(filled & ~raw, 0.0, _neg())], -1)
+    return bias.view(start.shape[0], 4 * w)
+
+
+def _full_ring_bias(model, w: int) -> torch.Tensor:
+    """(2w, 2) ring bias of a query at a position that is a multiple of 2w (after its write), cached."""
+    device = model.norm.weight.device
+    cached = model.__dict__.get("_bmojo_ring_bias")
+    if cached is None or cached.shape[0] != 2 * w or cached.device != device or not _cacheable(model):
+        one = torch.ones(1, dtype=torch.long, device=device)
+        cached = _ring_bias(one * 2 * w, one, w).view(2 * w, 2)
+        if _cacheable(model):
+            model.__dict__["_bmojo_ring_bias"] = cached
     return cached
 
 
@@ -731,7 +771,7 @@ def _ssm_step(ssm, w: dict, zxbcdt: torch.Tensor, sh: _Step, state: BMojoLayerSt
     else:
         state["conv"] = history[..., 1:]
     x, b, c = conv.split([ssm.inner, groups * n, groups * n], dim=-1)
-    dt = F.softplus(dt_raw + ssm.dt_bias)
+    dt = F.softplus(dt_raw)  # dt_bias is in the projection's bias
     if sh.phase is None:  # padding leaves the state as it is (dt = 0, x = 0)
         dt = dt * sh.real[:, None]
         x = x * sh.real[:, None]
@@ -743,6 +783,25 @@ def _ssm_step(ssm, w: dict, zxbcdt: torch.Tensor, sh: _Step, state: BMojoLayerSt
     y = torch.addcmul(h @ c.view(batch, groups, 1, n, 1), ssm.D.view(groups, hpg, 1, 1), x)
     g = y.view(batch, ssm.inner) * F.silu(z)
     return F.rms_norm(g, g.shape[-1:], ssm.norm.weight, ssm.norm.eps)
+
+
+def _memory_bias(state: BMojoLayerState) -> torch.Tensor:
+    """(B, M) logit bias of the eidetic slots, cached on the state until its memory tensors are replaced (every
+    update of ``mem_score``/``mem_prio`` in this module assigns new tensors)."""
+    score, prio = state["mem_score"], state["mem_prio"]
+    cached = getattr(state, "_memory_bias", None)
+    if cached is not None and cached[0] is score and cached[1] is prio:
+        return cached[2]
+    bias = torch.where(torch.isfinite(prio), F.logsigmoid(score), _neg())
+    if not torch.compiler.is_compiling():
+        state._memory_bias = (score, prio, bias)
+    return bias
+
+
+def _rotary(t: torch.Tensor, sh: _Step) -> torch.Tensor:
+    """The rotary embedding of t (B, n, D): ``t cos + rotate_half(t) sin``, with the halves swapped by a flip."""
+    swapped = t.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
+    return torch.addcmul(t * sh.cos, swapped, sh.sin_rot)
 
 
 def _mixer_step(layer, w: dict, x: torch.Tensor, sh: _Step, state: BMojoLayerState) -> torch.Tensor:
@@ -760,21 +819,17 @@ def _mixer_step(layer, w: dict, x: torch.Tensor, sh: _Step, state: BMojoLayerSta
     qk = (heads + kv_heads) * dim
     kvd = kv_heads * dim
     ssm_width = ssm.inner + ssm.conv_dim + ssm.num_heads
-    qk_rot = torch.addcmul(
-        proj[:, :qk].view(batch, -1, dim) * sh.cos, proj[:, qk : 2 * qk].view(batch, -1, dim), sh.sin
-    )  # (B, heads + kv_heads, D); the query rows carry the softmax scale
-    v = proj[:, 2 * qk : 2 * qk + kvd]
-    s = F.linear(_ssm_step(ssm, w, proj[:, 2 * qk + kvd : 2 * qk + kvd + ssm_width], sh, state), ssm.out_proj.weight)
+    qk_rot = _rotary(proj[:, :qk].view(batch, -1, dim), sh)  # (B, heads + kv_heads, D); queries carry the scale
+    v = proj[:, qk : qk + kvd]
+    s = F.linear(_ssm_step(ssm, w, proj[:, qk + kvd : qk + kvd + ssm_width], sh, state), ssm.out_proj.weight)
     sproj = F.linear(s, w["s"])
-    fade_k = torch.addcmul(
-        sproj[:, :kvd].view(batch, -1, dim) * sh.cos, sproj[:, kvd : 2 * kvd].view(batch, -1, dim), sh.sin
-    )
+    fade_k = _rotary(sproj[:, :kvd].view(batch, -1, dim), sh)
     entry = torch.stack(
         [
             qk_rot[:, heads:],
             v.view(batch, kv_heads, dim),
             fade_k,
-            sproj[:, 2 * kvd : 3 * kvd].view(batch, kv_heads, dim),
+            sproj[:, kvd : 2 * kvd].view(batch, kv_heads, dim),
         ],
         dim=1,
     )  # (B, 4, K, D): raw k, raw v, fading k, fading v
@@ -806,7 +861,7 @@ def _mixer_step(layer, w: dict, x: torch.Tensor, sh: _Step, state: BMojoLayerSta
             state["chunk_score"][:, offset].copy_(score)
             state["chunk_kv"][:, offset].copy_(entry[:, :2])
             mem_kv = state["mem_kv"]
-            mem_bias = torch.where(torch.isfinite(state["mem_prio"]), F.logsigmoid(state["mem_score"]), _neg())
+            mem_bias = _memory_bias(state)
         else:
             step = NewTokens(sh.real[:, None], sh.real.long(), sh.start, sh.start[:, None], sh.cos, sh.sin)
             block = eidetic_step(eidetic, entry[:, None, :2], score[:, None], step, state)

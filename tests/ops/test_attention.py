@@ -111,3 +111,19 @@ def test_fading_keys_need_a_window():
     tensors, kwargs = attention_inputs(8, 4, 4, "fade")
     with pytest.raises(ValueError, match="window"):
         run(bmojo_attention_blocked, tensors, {**kwargs, "window": None})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("group_elements", [1, 3000])
+@pytest.mark.parametrize("kind,seq,window,chunk", [("mem", 65, 8, 8), ("fade", 63, 16, 8), ("window", 40, 4, 4),
+                                                   ("mem", 57, 13, 4), ("mem", 33, 100, 8)])  # fmt: skip
+def test_blocked_backward_tiles(monkeypatch, dtype, group_elements, kind, seq, window, chunk):
+    """The explicit backward recomputes the probabilities group by group of query blocks: with one block per
+    group (1) or uneven groups (3000 logits), the outputs and every input gradient (with trailing padding in
+    the last row, a window that is not a multiple of the chunk, bands reaching several blocks back, a window
+    longer than the sequence) still match the reference."""
+    import bmojo_neuron.ops.attention.blocked as blocked
+
+    monkeypatch.setattr(blocked, "_GROUP_ELEMENTS", group_elements)
+    assert len(blocked._groups(blocked._Geometry(seq, min(window, seq), chunk, 4, 2, 8, 5, 2), 2)) > 1
+    check(*attention_inputs(seq, window, chunk, kind, dtype=dtype), rtol_for(dtype))

@@ -7,8 +7,16 @@ For the block of queries ``[nC, nC + C)`` and raw window ``w``:
   indexing both bands use one (C, C + w - 1) visibility pattern: query ``r`` sees local keys ``[r, r + w)``;
 - eidetic slots: the ``slots`` keys of that chunk, with their logit bias.
 
-The bands are cut from whole blocks of the padded keys, concatenated once per block: memory is
-``O(seq * (slots + 2 (C + w)))``, never (seq x seq). One softmax runs over [slots | fading | raw] per block.
+One softmax runs over [slots | fading band | raw band] per block. The bands are cut from whole blocks of the
+padded keys, one group of query blocks at a time, never copied for the whole sequence.
+
+Memory: this is a flash-attention style :class:`torch.autograd.Function`. The forward keeps only the inputs
+(in a (batch, kv_heads, seq, dim) layout), not even the output; the backward
+recomputes the probabilities. Both walk the query blocks in groups of about ``_GROUP_ELEMENTS`` logits, so
+the transient memory is bounded whatever the sequence length and the saved memory is ``O(seq * dim)``: never
+(seq x seq), and no (seq x keys-per-block) logits or probabilities kept for the backward. Grouped-query
+attention reshapes the queries to (batch, kv_heads, groups * C, dim): no key/value copies per query head.
+
 Without a window (``attention`` layers), it is ``scaled_dot_product_attention`` with ``is_causal`` (O(seq^2)
 by nature).
 
@@ -24,6 +32,9 @@ import torch.nn.functional as F
 # Logit of an invisible key. Finite (not -inf) so that a row with nothing visible stays finite in the
 # forward and the backward; exp(MASKED - max) underflows to exactly 0 next to any visible logit.
 _MASKED = torch.finfo(torch.float32).min
+# Logits per group of query blocks (forward and backward): bounds the transient memory (a few tensors of
+# this many floats) while keeping the matmuls large enough to run at full speed.
+_GROUP_ELEMENTS = 1 << 20
 
 
 def _full_causal(q, k, v, key_padding_mask, scale, compute):
@@ -40,27 +51,147 @@ def _full_causal(q, k, v, key_padding_mask, scale, compute):
     return out.transpose(1, 2).to(q.dtype)
 
 
-def _bands(t: torch.Tensor, shift: int, window: int, block: int, n_blocks: int) -> torch.Tensor:
-    """Key band of every query block.
+class _Geometry:
+    """Shapes of the blocked problem. Keys of a band are stored padded, (batch, kv_heads, total, dim) with
+    ``total = (n_blocks + before) * block``: position ``p`` at index ``p + before * block + shift``, so that
+    the band of query block ``n`` is ``[(n + before) * block - w + 1, (n + before + 1) * block)``."""
 
-    t: (batch, seq, ...) keys (or a key mask); ``shift`` = 0 for the raw band, ``window`` for the fading one.
-    Returns (batch, n_blocks, span, ...) with ``span = block + window - 1``; entry ``m`` of block ``n`` is
-    position ``n * block - shift - window + 1 + m`` (zero/False outside the sequence).
+    def __init__(self, seq, w, block, heads, kv_heads, dim, slots, batch):
+        self.seq, self.w, self.block, self.dim, self.slots = seq, w, block, dim, slots
+        self.kv_heads, self.groups = kv_heads, heads // kv_heads
+        self.n_blocks = -(-seq // block)
+        self.padded_seq = self.n_blocks * block
+        self.span = block + w - 1
+        self.before = -(-(w - 1) // block)  # whole blocks a band reaches back
+        self.total = (self.n_blocks + self.before) * block
 
-    Built as a concatenation of whole blocks (this block and the ``ceil((span - block) / block)`` before it),
-    cut to ``span``: views and one copy, whose backward is a few slices and adds (``unfold``'s backward is a
-    slow scatter on CPU).
-    """
-    seq = t.shape[1]
-    span = block + window - 1
-    before = -(-(span - block) // block)  # whole blocks needed before the query block
-    # Padded so that block n + before ends where the band of query block n ends.
-    left = before * block + shift
-    total = (n_blocks + before) * block
-    padded = F.pad(t, [0, 0] * (t.dim() - 2) + [left, max(0, total - left - seq)])[:, :total]
-    blocks = padded.reshape(t.shape[0], n_blocks + before, block, *t.shape[2:])
-    band = torch.cat([blocks[:, j : j + n_blocks] for j in range(before + 1)], dim=2)
-    return band[:, :, (before + 1) * block - span :]
+    def left(self, shift):
+        return self.before * self.block + shift
+
+    def pad_seq(self, t, shift, dim):
+        """Pad/cut dimension ``dim`` (the sequence) of ``t`` to the band layout of ``shift``."""
+        left = self.left(shift)
+        pad = [0, 0] * (t.dim() - dim - 1) + [left, max(0, self.total - left - self.seq)]
+        return F.pad(t, pad).narrow(dim, 0, self.total)
+
+    def band(self, t, n0, n1, dim):
+        """Bands of query blocks [n0, n1), with the band axis appended last (the layout of ``unfold``).
+
+        Built from whole blocks: the band of block ``n`` ends with block ``n + before`` and spans at most
+        ``before + 1`` blocks, so it is a slice of ``before + 1`` consecutive blocks laid side by side. This
+        copies one group's bands; ``unfold`` would not, but it has no XLA lowering (a CPU fallback per call).
+        """
+        n, c, k = n1 - n0, self.block, self.before
+        seg = t.narrow(dim, n0 * c, (n + k) * c)
+        blocks = seg.reshape(*seg.shape[:dim], n + k, c, *seg.shape[dim + 1 :])
+        side_by_side = torch.cat([blocks.narrow(dim, j, n) for j in range(k + 1)], dim=dim + 1)
+        return side_by_side.narrow(dim + 1, (k + 1) * c - self.span, self.span).movedim(dim + 1, -1)
+
+    def fold(self, d_band):
+        """Adjoint of :meth:`band` over all blocks: d_band (batch, kv_heads, n_blocks, span, dim) -> gradient
+        of the padded keys (batch, kv_heads, total, dim); overlapping bands add up. Entry ``m`` of band ``n``
+        is padded position ``n * block + off + m``, with ``off = before * block - w + 1``."""
+        b, h, n, _, d = d_band.shape
+        c, off = self.block, self.before * self.block - self.w + 1
+        out = d_band.new_zeros(b, h, n + self.before, c, d)
+        out[:, :, :n, off:] += d_band[:, :, :, : c - off]
+        for j in range(1, self.before + 1):
+            out[:, :, j : j + n] += d_band[:, :, :, j * c - off : (j + 1) * c - off]
+        return out.view(b, h, self.total, d)
+
+
+def _groups(geo: _Geometry, batch: int) -> list[tuple[int, int]]:
+    keys = geo.slots + 2 * geo.span
+    per_block = max(1, batch * geo.kv_heads * geo.groups * geo.block * keys)
+    size = max(1, _GROUP_ELEMENTS // per_block)
+    return [(n0, min(n0 + size, geo.n_blocks)) for n0 in range(0, geo.n_blocks, size)]
+
+
+def _group_keys(geo, n0, n1, raw_k, raw_v, fade_k, fade_v, mem_k, mem_v, bias, real_raw, real_fade):
+    """Keys, values (batch, kv_heads, blocks, keys, dim) and additive mask (batch, 1, blocks, 1, block, keys)
+    of query blocks [n0, n1): [slots | fading band | raw band]."""
+    r = torch.arange(geo.block, device=raw_k.device)[:, None]
+    m = torch.arange(geo.span, device=raw_k.device)[None, :]
+    in_band = (m >= r) & (m < r + geo.w)  # (block, span)
+    keys, values, masks = [], [], []
+    if mem_k is not None:
+        keys.append(mem_k[:, :, n0:n1])
+        values.append(mem_v[:, :, n0:n1])
+        masks.append(bias[:, n0:n1, None, :].expand(-1, -1, geo.block, -1))
+    bands = [(raw_k, raw_v, real_raw)] if fade_k is None else [(fade_k, fade_v, real_fade), (raw_k, raw_v, real_raw)]
+    for bk, bv, real in bands:
+        keys.append(geo.band(bk, n0, n1, 2).transpose(-1, -2))
+        values.append(geo.band(bv, n0, n1, 2).transpose(-1, -2))
+        visible = in_band & geo.band(real, n0, n1, 1)[:, :, None, :]  # (batch, blocks, block, span)
+        masks.append(torch.zeros(visible.shape, dtype=raw_k.dtype, device=raw_k.device).masked_fill(~visible, _MASKED))
+    mask = torch.cat(masks, dim=-1)[:, None, :, None]
+    return torch.cat(keys, dim=3), torch.cat(values, dim=3), mask
+
+
+def _logits(geo, qg, keys, mask):
+    """Masked logits (batch, kv_heads, blocks, groups * block, keys) of scaled queries qg."""
+    b, h, n = qg.shape[:3]
+    logits = (qg @ keys.transpose(-1, -2)).view(b, h, n, geo.groups, geo.block, -1) + mask
+    return logits.view(b, h, n, geo.groups * geo.block, -1)
+
+
+class _BlockedAttention(torch.autograd.Function):
+    """Tensors in: scaled queries (batch, kv_heads, n_blocks, groups * block, dim), padded band keys/values
+    (batch, kv_heads, total, dim), slot keys/values (batch, kv_heads, n_blocks, slots, dim), slot bias
+    (batch, n_blocks, slots) and the band key masks (batch, total) bool. Out: like the queries."""
+
+    @staticmethod
+    def forward(ctx, geo, qg, raw_k, raw_v, fade_k, fade_v, mem_k, mem_v, bias, real_raw, real_fade):
+        outs = []
+        for n0, n1 in _groups(geo, qg.shape[0]):
+            keys, values, mask = _group_keys(
+                geo, n0, n1, raw_k, raw_v, fade_k, fade_v, mem_k, mem_v, bias, real_raw, real_fade
+            )
+            probs = torch.softmax(_logits(geo, qg[:, :, n0:n1], keys, mask), dim=-1)
+            outs.append(probs @ values)
+        out = torch.cat(outs, dim=2)
+        ctx.geo = geo
+        ctx.save_for_backward(qg, raw_k, raw_v, fade_k, fade_v, mem_k, mem_v, bias, real_raw, real_fade)
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        geo = ctx.geo
+        qg, raw_k, raw_v, fade_k, fade_v, mem_k, mem_v, bias, real_raw, real_fade = ctx.saved_tensors
+        d_out = d_out.contiguous()
+        n_mem = 0 if mem_k is None else geo.slots
+        split = [n_mem, *([geo.span] * (1 if fade_k is None else 2))]
+        d_q, d_mem_k, d_mem_v, d_bias, d_bands = [], [], [], [], []
+        for n0, n1 in _groups(geo, qg.shape[0]):
+            keys, values, mask = _group_keys(
+                geo, n0, n1, raw_k, raw_v, fade_k, fade_v, mem_k, mem_v, bias, real_raw, real_fade
+            )
+            q = qg[:, :, n0:n1]
+            probs = torch.softmax(_logits(geo, q, keys, mask), dim=-1)  # recomputed (torch's exp is slower)
+            d_o = d_out[:, :, n0:n1]
+            d_values = probs.transpose(-1, -2) @ d_o
+            d_probs = d_o @ values.transpose(-1, -2)
+            # Softmax backward; a group holds whole query rows, so rowsum(P * dP) needs no saved output.
+            d_logits = probs.mul_(d_probs.sub_((probs * d_probs).sum(dim=-1, keepdim=True)))
+            d_q.append(d_logits @ keys)
+            d_keys = d_logits.transpose(-1, -2) @ q
+            dk_parts, dv_parts = d_keys.split(split, dim=3), d_values.split(split, dim=3)
+            if mem_k is not None:
+                d_mem_k.append(dk_parts[0])
+                d_mem_v.append(dv_parts[0])
+                d_bias.append(d_logits[..., :n_mem].sum(dim=(1, 3)))
+            d_bands.append([(dk, dv) for dk, dv in zip(dk_parts[1:], dv_parts[1:])])
+        d_qg = torch.cat(d_q, dim=2)
+        grads = {}
+        names = ["raw"] if fade_k is None else ["fade", "raw"]
+        for i, name in enumerate(names):
+            grads[name] = tuple(geo.fold(torch.cat([g[i][j] for g in d_bands], dim=2)) for j in range(2))
+        d_fade = grads.get("fade", (None, None))
+        if mem_k is not None:
+            d_mem_k, d_mem_v, d_bias = torch.cat(d_mem_k, dim=2), torch.cat(d_mem_v, dim=2), torch.cat(d_bias, dim=1)
+        else:
+            d_mem_k = d_mem_v = d_bias = None
+        return (None, d_qg, *grads["raw"], *d_fade, d_mem_k, d_mem_v, d_bias, None, None)
 
 
 def bmojo_attention_blocked(
@@ -90,7 +221,6 @@ def bmojo_attention_blocked(
     """
     batch, seq, heads, dim = q.shape
     kv_heads = k.shape[2]
-    groups = heads // kv_heads
     scale = dim**-0.5 if scale is None else scale
     compute = torch.promote_types(q.dtype, torch.float32)
     if fade_k is not None and window is None:
@@ -104,49 +234,29 @@ def bmojo_attention_blocked(
     w = seq if window is None else min(window, seq)
     use_fade = fade_k is not None and window < seq
     block = min(chunk_size, seq)
-    n_blocks = -(-seq // block)
-    padded_seq = n_blocks * block
+    slots = 0 if mem_k is None else mem_k.shape[2]
+    geo = _Geometry(seq, w, block, heads, kv_heads, dim, slots, batch)
+    n_blocks, groups = geo.n_blocks, geo.groups
 
-    # Keys and values of every block: [slots | fading band | raw band], (batch, blocks, kv_heads, keys, dim).
-    def band(t, shift):
-        return _bands(t.to(compute), shift, w, block, n_blocks).transpose(2, 3)
+    def keys_layout(t, shift):  # (batch, seq, kv_heads, dim) -> padded (batch, kv_heads, total, dim)
+        return geo.pad_seq(t.to(compute).transpose(1, 2), shift, 2)
 
-    keys, values = [band(k, 0)], [band(v, 0)]
-    if use_fade:
-        keys.insert(0, band(fade_k, w))
-        values.insert(0, band(fade_v, w))
-    if mem_k is not None:
-        keys.insert(0, mem_k[:, :n_blocks].to(compute).transpose(2, 3))
-        values.insert(0, mem_v[:, :n_blocks].to(compute).transpose(2, 3))
-    keys, values = torch.cat(keys, dim=3), torch.cat(values, dim=3)
-
-    # Additive logit mask (batch, blocks, 1, 1, block, keys): 0 visible, _MASKED hidden, the bias for slots.
     real = torch.ones(batch, seq, dtype=torch.bool, device=q.device)
     if key_padding_mask is not None:
         real = key_padding_mask.bool()
-    r = torch.arange(block, device=q.device)[:, None]
-    m = torch.arange(block + w - 1, device=q.device)[None, :]
-    in_band = (m >= r) & (m < r + w)  # (block, span)
-
-    def band_mask(shift):
-        visible = in_band & _bands(real, shift, w, block, n_blocks)[:, :, None, :]
-        return torch.zeros(visible.shape, dtype=compute, device=q.device).masked_fill(~visible, _MASKED)
-
-    masks = [band_mask(0)]
+    raw_k, raw_v, real_raw = keys_layout(k, 0), keys_layout(v, 0), geo.pad_seq(real, 0, 1)
+    fk = fv = real_fade = mk = mv = bias = None
     if use_fade:
-        masks.insert(0, band_mask(w))
+        fk, fv, real_fade = keys_layout(fade_k, w), keys_layout(fade_v, w), geo.pad_seq(real, w, 1)
     if mem_k is not None:
+        mk, mv = (t[:, :n_blocks].to(compute).permute(0, 3, 1, 2, 4) for t in (mem_k, mem_v))
         bias = mem_bias[:, :n_blocks].to(compute)
         bias = torch.where(torch.isfinite(bias), bias, torch.full_like(bias, _MASKED))
-        masks.insert(0, bias[:, :, None, :].expand(-1, -1, block, -1))
-    mask = torch.cat(masks, dim=-1)[:, :, None, None]
 
-    # Queries grouped by key/value head: (batch, blocks, kv_heads, groups * block, dim).
-    qb = F.pad(q.to(compute) * scale, (0, 0, 0, 0, 0, padded_seq - seq))
-    qb = qb.view(batch, n_blocks, block, kv_heads, groups, dim).permute(0, 1, 3, 4, 2, 5)
-    qb = qb.reshape(batch, n_blocks, kv_heads, groups * block, dim)
-    logits = (qb @ keys.transpose(-1, -2)).view(batch, n_blocks, kv_heads, groups, block, -1) + mask
-    probs = torch.softmax(logits, dim=-1).view(batch, n_blocks, kv_heads, groups * block, -1)
-    out = (probs @ values).view(batch, n_blocks, kv_heads, groups, block, dim)
-    out = out.permute(0, 1, 4, 2, 3, 5).reshape(batch, padded_seq, heads, dim)[:, :seq]
-    return out.to(q.dtype)
+    # Queries grouped by key/value head: (batch, kv_heads, blocks, groups * block, dim).
+    qg = F.pad(q.to(compute) * scale, (0, 0, 0, 0, 0, geo.padded_seq - seq))
+    qg = qg.view(batch, n_blocks, block, kv_heads, groups, dim).permute(0, 3, 1, 4, 2, 5)
+    qg = qg.reshape(batch, kv_heads, n_blocks, groups * block, dim)
+    out = _BlockedAttention.apply(geo, qg, raw_k, raw_v, fk, fv, mk, mv, bias, real_raw, real_fade)
+    out = out.view(batch, kv_heads, n_blocks, groups, block, dim).permute(0, 2, 4, 1, 3, 5)
+    return out.reshape(batch, geo.padded_seq, heads, dim)[:, :seq].to(q.dtype)
