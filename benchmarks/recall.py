@@ -8,6 +8,19 @@ default), eidetic slots = 4 x pairs. The vocabulary is smaller than the grid's (
 256 instead of Zoology's 8192) so the sweep fits the ``make bench`` budget on a CPU; the grid itself
 (``python -m benchmarks.mqar``) is the reference for the training issue's target.
 
+The arms are those of the language-modelling benchmark (``benchmarks.lm_models.ARMS``):
+
+- the five B'MOJO layer types and the ``hybrid`` (``lm_models.hybrid_layer_types``: ``ssm`` then
+  ``attention`` at two layers) go through ``training.train.run`` with the grid's cell config, their
+  MLP width matched to the ``bmojo`` cell's parameter count (``equalize``);
+- the transformers peers ``llama``, ``mistral`` (window = the cell's window) and ``mamba2`` are built
+  by ``lm_models`` from the ``bmojo`` cell's shape and sized by its solver (``sized_configs``) to the
+  same non-embedding parameter count, then trained by the training package's ``BMojoTrainer`` with
+  the cell's own ``TrainingArguments``, data, metric and seed.
+
+B'MOJO models also report the memory hit rate (``training.mqar.memory_hit_rate``: the fraction of
+queries whose value token is in the last ``bmojo`` layer's memory; empty for models without one).
+
 Cells run ``--jobs`` at a time in separate processes. Writes ``benchmarks/results/recall[_quick].{json,md}``
 and ``recall[_quick]_length.png`` (one run per point, seed fixed by the training defaults).
 """
@@ -23,8 +36,13 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from benchmarks._common import environment_info, write_results
+from benchmarks.lm_models import ARMS, HYBRID, PEER_CLASSES
 
 LAYER_TYPES = ("attention", "sliding_attention", "ssm", "bmojo_f", "bmojo")
+PEERS = tuple(PEER_CLASSES)  # llama, mistral, mamba2
+ARM_NAMES = (*LAYER_TYPES, HYBRID, *PEERS)  # every arm of the LM benchmark, in its order
+assert set(ARM_NAMES) == set(ARMS)
+SLOWEST_FIRST = {"mamba2": 0, "bmojo": 1, "bmojo_f": 2}  # start order within a length (fewer idle workers)
 FULL = {"seq_lens": (64, 128, 256), "steps": 300, "train_examples": 9600, "eval_examples": 500}
 QUICK = {"seq_lens": (32, 64), "steps": 40, "train_examples": 1280, "eval_examples": 200}
 WINDOW, HIDDEN, FILLER = 16, 64, "random"
@@ -35,28 +53,113 @@ def _mqar_args(vocab: int, batch_size: int, lr: float, eval_examples: int) -> ar
     return argparse.Namespace(vocab=vocab, batch_size=batch_size, lr=lr, eval_examples=eval_examples, no_tqdm=True)
 
 
+def peer_shape(config):
+    """The ``lm_models.LMShape`` of a B'MOJO cell's model config, so the peers share its vocabulary,
+    width, depth, heads, window and SSM settings (and its parameter count is the solver's target)."""
+    from benchmarks.lm_models import LMShape
+
+    return LMShape(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        sliding_window=config.sliding_window,
+        chunk_size=config.chunk_size,
+        eidetic_slots=config.eidetic_slots,
+        eidetic_topk=config.eidetic_topk,
+        ssm_heads=config.ssm_num_heads,
+        ssm_head_dim=config.ssm_head_dim,
+        ssm_state_size=config.ssm_state_size,
+        conv_kernel=config.conv_kernel,
+        rope_theta=config.rope_theta,
+        initializer_range=config.initializer_range,
+        tie_word_embeddings=config.tie_word_embeddings,
+    )
+
+
+def _train_peer(arm: str, cell, shape) -> tuple[dict, dict]:
+    """Train the transformers peer ``arm`` on the MQAR ``cell`` (a ``RunConfig``) as ``training.train.run``
+    would train a B'MOJO model: same arguments, datasets, collator, metric and seed. (metrics, model info)."""
+    import dataclasses
+
+    import transformers
+    from transformers import default_data_collator
+    from transformers.trainer_callback import PrinterCallback
+
+    from benchmarks.lm_models import build_model, non_embedding_params, sized_configs
+    from training.data import load_tokenizer
+    from training.train import _argmax, _mqar_metrics, build_datasets, make_training_arguments
+    from training.trainer import BMojoTrainer
+
+    config, _ = sized_configs([arm], shape)[arm]
+    train_set, eval_set = build_datasets(cell, load_tokenizer(cell.data.tokenizer))
+    args = make_training_arguments(cell, "cpu")
+    args = dataclasses.replace(args, eval_strategy="no", save_strategy="no")  # one evaluation, at the end
+    transformers.set_seed(cell.train.seed)  # the model's initial weights depend on it
+    model = build_model(config)
+    trainer = BMojoTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=default_data_collator,
+        compute_metrics=_mqar_metrics,
+        preprocess_logits_for_metrics=_argmax,
+        verify_hashes=False,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    info = {
+        "model": type(model).__name__,
+        "params": sum(p.numel() for p in model.parameters()),
+        "non_embedding_params": non_embedding_params(model),
+    }
+    return trainer.evaluate(), info
+
+
 def run_cell(seq_len: int, layer_type: str, steps: int, examples: int, options: dict) -> dict:
-    """Train and evaluate one (sequence length, layer type) cell; runs in a worker process."""
+    """Train and evaluate one (sequence length, arm) cell; runs in a worker process.
+
+    ``layer_type`` is any arm of ``ARM_NAMES``: a B'MOJO layer type, ``hybrid`` or a transformers peer.
+    """
     import torch
     import transformers
 
-    from benchmarks.mqar import Setting, cell_config, equalize
+    from benchmarks.lm_models import count_non_embedding, hybrid_layer_types
+    from benchmarks.mqar import Setting, cell_config, equalize, hit_rate
     from training.data import load_tokenizer
-    from training.train import run
+    from training.train import make_model_config, run
 
+    if layer_type not in ARM_NAMES:
+        raise ValueError(f"unknown arm {layer_type!r}; choose from {', '.join(ARM_NAMES)}")
     torch.set_num_threads(options["threads"])
     transformers.logging.set_verbosity_error()
     pairs = max(2, seq_len // 16)
     setting = Setting(seq_len=seq_len, num_pairs=pairs, window=WINDOW, slots=4 * pairs)
     args = _mqar_args(options["vocab"], options["batch_size"], options["lr"], options["eval_examples"])
+    tokenizer = load_tokenizer("byte")
     reference = cell_config(setting, HIDDEN, FILLER, "bmojo", steps, examples, args)
-    config, params = equalize(
-        cell_config(setting, HIDDEN, FILLER, layer_type, steps, examples, args), reference, load_tokenizer("byte")
-    )
     with tempfile.TemporaryDirectory(prefix="bench-recall-") as scratch:
-        config.train.output_dir = str(Path(scratch) / "run")
         start = time.perf_counter()
-        result = run(config)
+        if layer_type in PEERS:
+            reference.train.output_dir = str(Path(scratch) / "run")
+            metrics, info = _train_peer(layer_type, reference, peer_shape(make_model_config(reference, tokenizer)))
+            hit = None
+        else:
+            cell = cell_config(setting, HIDDEN, FILLER, "bmojo", steps, examples, args)
+            cell.model.layer_types = hybrid_layer_types(2) if layer_type == HYBRID else [layer_type] * 2
+            config, params = equalize(cell, reference, tokenizer)
+            config.train.output_dir = str(Path(scratch) / "run")
+            model_config = make_model_config(config, tokenizer)
+            metrics = run(config).metrics
+            info = {
+                "model": f"BMojoForCausalLM[{layer_type}]",
+                "params": params,
+                "non_embedding_params": count_non_embedding(model_config),
+            }
+            hit = hit_rate(config)  # the saved model, on fresh examples; None without eidetic memory
+        seconds = time.perf_counter() - start
     return {
         "seq_len": seq_len,
         "num_pairs": pairs,
@@ -65,9 +168,12 @@ def run_cell(seq_len: int, layer_type: str, steps: int, examples: int, options: 
         "hidden": HIDDEN,
         "filler": FILLER,
         "layer_type": layer_type,
-        "params": params,
-        "accuracy": round(result.metrics["eval_accuracy"], 4),
-        "train_seconds": round(time.perf_counter() - start, 1),
+        "model": info["model"],
+        "params": info["params"],
+        "non_embedding_params": info["non_embedding_params"],
+        "accuracy": round(metrics["eval_accuracy"], 4),
+        "memory_hit_rate": hit,
+        "train_seconds": round(seconds, 1),
     }
 
 
@@ -76,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="two short lengths, few steps (checks the pipeline)")
     parser.add_argument("--seq-lens", type=int, nargs="+", help="sequence lengths (default 64 128 256)")
     parser.add_argument("--steps", type=int, help="optimizer steps per cell (default 300, quick 40)")
-    parser.add_argument("--layer-types", default=",".join(LAYER_TYPES))
+    parser.add_argument("--layer-types", "--arms", dest="layer_types", default=",".join(ARM_NAMES),
+                        help=f"comma-separated subset of {','.join(ARM_NAMES)}")  # fmt: skip
     parser.add_argument("--vocab", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -90,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     args.eval_examples = args.eval_examples or grid["eval_examples"]
     options = {k: getattr(args, k) for k in ("vocab", "batch_size", "lr", "eval_examples", "threads")}
     layer_types = [t.strip() for t in args.layer_types.split(",")]
+    unknown = sorted(set(layer_types) - set(ARM_NAMES))
+    if unknown:
+        parser.error(f"unknown arms {unknown}; choose from {', '.join(ARM_NAMES)}")
 
     import transformers
 
@@ -99,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             "layers": 2, **options}  # fmt: skip
     start = time.perf_counter()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the spawned workers
-    cells = [(t, lt) for t in sorted(seq_lens, reverse=True) for lt in layer_types]  # longest first
+    slow_first = sorted(layer_types, key=lambda a: SLOWEST_FIRST.get(a, len(SLOWEST_FIRST)))
+    cells = [(t, lt) for t in sorted(seq_lens, reverse=True) for lt in slow_first]  # longest first
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(run_cell, t, lt, steps, grid["train_examples"], options) for t, lt in cells]
         rows = []
