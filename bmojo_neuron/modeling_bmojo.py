@@ -25,6 +25,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from . import ops
 from .cache import BMojoCache
 from .configuration_bmojo import BMojoConfig
+from .ops import fused
 
 # ----------------------------------------------------------------------------------------------- building blocks
 
@@ -41,16 +42,16 @@ class BMojoRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = _at_least_fp32(x)
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        # fused: saves x and the per-row rstd only (ops/fused.py has the plain reference)
+        return fused.rms_norm(x, self.weight, self.eps)
 
 
 class BMojoGatedRMSNorm(BMojoRMSNorm):
     """``norm(y * silu(z))``, the output gate of Mamba-2."""
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return super().forward((_at_least_fp32(y) * F.silu(_at_least_fp32(z))).to(y.dtype))
+        # fused: saves y, z and the per-row rstd only
+        return fused.gated_rms_norm(y, z, self.weight, self.eps)
 
 
 class BMojoMLP(nn.Module):
@@ -63,7 +64,8 @@ class BMojoMLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        # fused: saves gate and up only, silu(gate) is recomputed in the backward
+        return self.down_proj(fused.swiglu(self.gate_proj(x), self.up_proj(x)))
 
 
 def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):

@@ -1,0 +1,161 @@
+"""Memory-lean fused ops for training: RMSNorm, gated RMSNorm and SwiGLU as ``torch.autograd.Function``s.
+
+Plain autograd keeps every intermediate of these elementwise chains alive until the backward (an RMSNorm
+keeps its input *and* the normalised input; SwiGLU keeps ``gate``, ``silu(gate)`` and ``up``). The Functions
+here save only their inputs (plus one fp32 ``rstd`` per row for the norms) and recompute the rest in the
+backward, which is a few cheap elementwise passes over tensors that are already there.
+
+Numerics follow the modules in :mod:`bmojo_neuron.modeling_bmojo` exactly: half-precision inputs are upcast to
+fp32 for the reductions and the gate (fp64 stays fp64), the normalised value is rounded back to the input
+dtype before the weight multiplies it (Llama's order), and the backward replays the same casts, so the
+forward values are bit-identical to the reference and the gradients agree up to rounding. Each fused op has
+a plain-autograd ``*_reference`` beside it with the same signature (used by the tests).
+
+Everything is static-shape torch (no ``.item()``, no data-dependent control flow), so ``torch.compile``
+(Dynamo traces autograd.Functions) and XLA both take it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """Upcast half precision to fp32 for reductions and exponentials; keep fp64 as it is."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def _sum_to_weight(t: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Sum ``t (..., H)`` over its leading dims to ``weight``'s shape ``(H,)`` and dtype."""
+    return t.reshape(-1, t.shape[-1]).sum(0).to(weight.dtype)
+
+
+def _rms_norm_forward(xf: torch.Tensor, weight: torch.Tensor, eps: float, dtype: torch.dtype):
+    """``xf (..., H)`` at least fp32 -> ``(weight * (xf * rstd).to(dtype), rstd (..., 1))``."""
+    rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * (xf * rstd).to(dtype), rstd
+
+
+def _rms_norm_backward(grad_out, xf, rstd, weight, dtype, need_weight_grad: bool):
+    """Gradients of ``weight * (xf * rstd).to(dtype)`` w.r.t. ``xf`` (in xf's dtype) and ``weight`` (or None).
+
+    The casts replay plain autograd's: the gradient of ``normed.to(dtype)`` is rounded to ``dtype`` and then
+    taken back to ``xf``'s dtype."""
+    normed = xf * rstd
+    grad_weight = _sum_to_weight(grad_out * normed.to(dtype), weight) if need_weight_grad else None
+    grad_normed = (grad_out * weight).to(dtype).to(xf.dtype)
+    # d/dx [x * rstd(x)] applied to g:  rstd * (g - normed * mean(g * normed))
+    grad_xf = rstd * (grad_normed - normed * (grad_normed * normed).mean(-1, keepdim=True))
+    return grad_xf, grad_weight
+
+
+# ------------------------------------------------------------------------------------------------- RMSNorm
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``weight * x / sqrt(mean(x^2) + eps)``, reduced in at least fp32.
+
+    x: (..., H); weight: (H,). Returns (..., H) in ``promote(weight.dtype, x.dtype)``."""
+    xf = _at_least_fp32(x)
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+class _RMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        out, rstd = _rms_norm_forward(_at_least_fp32(x), weight, eps, x.dtype)
+        ctx.save_for_backward(x, weight, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight, rstd = ctx.saved_tensors
+        grad_xf, grad_weight = _rms_norm_backward(
+            grad_out, _at_least_fp32(x), rstd, weight, x.dtype, ctx.needs_input_grad[1]
+        )
+        grad_x = grad_xf.to(x.dtype) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_weight, None
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Fused :func:`rms_norm_reference` (same shapes and dtypes); saves ``x`` and ``rstd (..., 1)`` only."""
+    return _RMSNorm.apply(x, weight, eps)
+
+
+# ------------------------------------------------------------------------------------------ gated RMSNorm
+
+
+def gated_rms_norm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``rms_norm(y * silu(z))``, the output gate of Mamba-2; the gate is computed in at least fp32 and rounded
+    to ``y.dtype`` before the norm.
+
+    y, z: (..., H); weight: (H,). Returns (..., H) in ``promote(weight.dtype, y.dtype)``."""
+    gated = (_at_least_fp32(y) * F.silu(_at_least_fp32(z))).to(y.dtype)
+    return rms_norm_reference(gated, weight, eps)
+
+
+class _GatedRMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        gated = _at_least_fp32((_at_least_fp32(y) * F.silu(_at_least_fp32(z))).to(y.dtype))
+        out, rstd = _rms_norm_forward(gated, weight, eps, y.dtype)
+        ctx.save_for_backward(y, z, weight, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        y, z, weight, rstd = ctx.saved_tensors
+        yf, zf = _at_least_fp32(y), _at_least_fp32(z)
+        sig = torch.sigmoid(zf)
+        silu = zf * sig
+        gated = _at_least_fp32((yf * silu).to(y.dtype))
+        grad_gated, grad_weight = _rms_norm_backward(grad_out, gated, rstd, weight, y.dtype, ctx.needs_input_grad[2])
+        # the gated value was rounded to y.dtype: its gradient is too
+        grad_gated = grad_gated.to(y.dtype).to(yf.dtype)
+        grad_y = (grad_gated * silu).to(y.dtype) if ctx.needs_input_grad[0] else None
+        grad_z = None
+        if ctx.needs_input_grad[1]:
+            grad_z = (grad_gated * yf * (sig * (1 + zf * (1 - sig)))).to(z.dtype)
+        return grad_y, grad_z, grad_weight, None
+
+
+def gated_rms_norm(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Fused :func:`gated_rms_norm_reference` (same shapes and dtypes); saves ``y``, ``z`` and ``rstd (..., 1)``."""
+    return _GatedRMSNorm.apply(y, z, weight, eps)
+
+
+# ----------------------------------------------------------------------------------------------------- SwiGLU
+
+
+def swiglu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` in the inputs' dtype (as ``BMojoMLP`` and Llama's MLP compute it).
+
+    gate, up: (..., I), same dtype. Returns (..., I)."""
+    return F.silu(gate) * up
+
+
+class _SwiGLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(gate, up)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        gate, up = ctx.saved_tensors
+        # recompute in at least fp32 (what autograd's silu backward does internally for half inputs)
+        gf, gof = _at_least_fp32(gate), _at_least_fp32(grad_out)
+        sig = torch.sigmoid(gf)
+        grad_gate = grad_up = None
+        if ctx.needs_input_grad[0]:
+            grad_gate = (gof * _at_least_fp32(up) * (sig * (1 + gf * (1 - sig)))).to(gate.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_up = (grad_out * F.silu(gate)).to(up.dtype)
+        return grad_gate, grad_up
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """Fused :func:`swiglu_reference` (same shapes and dtype); saves ``gate`` and ``up`` only."""
+    return _SwiGLU.apply(gate, up)
