@@ -27,14 +27,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
 
 from benchmarks._common import RESULTS_DIR, environment_info, write_results  # noqa: E402
 from training.config import ModelSection, MQARSection, RunConfig, TrainSection  # noqa: E402
 from training.data import load_tokenizer  # noqa: E402
-from training.mqar import generate, memory_hit_rate  # noqa: E402
 from training.presets import count_parameters, match_parameters  # noqa: E402
-from training.train import make_model_config, mqar_spec, run  # noqa: E402
+from training.train import make_model_config, run, saved_run_hit_rate  # noqa: E402
 
 LAYER_TYPES = ("attention", "sliding_attention", "ssm", "bmojo_f", "bmojo")
 TARGET = 0.95  # the issue's target for bmojo
@@ -134,10 +132,8 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def hit_rate(config) -> float | None:
-    """DESIGN.md's memory hit rate of the trained model, on fresh examples (None without eidetic memory)."""
-    model = AutoModelForCausalLM.from_pretrained(config.train.output_dir).eval()
-    data = generate(mqar_spec(config), 256, seed=777)
-    rate = memory_hit_rate(model, data["input_ids"], data["labels"], config.mqar.num_pairs)
+    """The memory hit rate of the cell's saved model, rounded for the table (None without eidetic memory)."""
+    rate = saved_run_hit_rate(config)
     return None if rate is None else round(rate, 4)
 
 

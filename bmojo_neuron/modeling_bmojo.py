@@ -26,13 +26,9 @@ from . import ops
 from .cache import BMojoCache
 from .configuration_bmojo import BMojoConfig
 from .ops import fused
+from .ops.fused import at_least_fp32
 
 # ----------------------------------------------------------------------------------------------- building blocks
-
-
-def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
-    """Upcast half precision to fp32 for reductions and exponentials; keep fp64 as it is."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 class BMojoRMSNorm(nn.Module):
@@ -135,11 +131,11 @@ class BMojoSSM(nn.Module):
         C = C.reshape(batch, seq, self.num_groups, 1, self.state_size).expand(-1, -1, -1, heads_per_group, -1)
         B = B.reshape(batch, seq, self.num_heads, self.state_size)
         C = C.reshape(batch, seq, self.num_heads, self.state_size)
-        dt = F.softplus(_at_least_fp32(dt_raw) + _at_least_fp32(self.dt_bias))
+        dt = F.softplus(at_least_fp32(dt_raw) + at_least_fp32(self.dt_bias))
         if mask is not None:
             dt = dt * mask[..., None]
             x = x * mask[..., None, None].to(x.dtype)
-        A = -torch.exp(_at_least_fp32(self.A_log))
+        A = -torch.exp(at_least_fp32(self.A_log))
         return x, dt, A, B, C
 
     def output(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -152,7 +148,7 @@ class BMojoSSM(nn.Module):
             hidden = hidden * mask[..., None].to(hidden.dtype)
         z, xBC, dt_raw = self.project(hidden)
         x, dt, A, B, C = self.scan_inputs(self.convolve(xBC), dt_raw, mask)
-        y, _ = ops.ssd_scan(x, dt, A, B, C, _at_least_fp32(self.D), None, self.chunk_size)
+        y, _ = ops.ssd_scan(x, dt, A, B, C, at_least_fp32(self.D), None, self.chunk_size)
         return self.output(y, z)
 
 
@@ -197,9 +193,9 @@ class BMojoEideticMemory(nn.Module):
         """x, s_prev: (batch, seq, hidden) -> innovation (batch, seq), per-token predictor loss (batch, seq)."""
         if self.mode == "predictor":
             prediction = self.predictor(s_prev)
-            innovation = (_at_least_fp32(x.detach()) - _at_least_fp32(prediction)).pow(2).mean(-1)
+            innovation = (at_least_fp32(x.detach()) - at_least_fp32(prediction)).pow(2).mean(-1)
             return innovation, innovation
-        innovation = (_at_least_fp32(k_proj(x)) - _at_least_fp32(k_proj(s_prev))).pow(2).mean(-1)
+        innovation = (at_least_fp32(k_proj(x)) - at_least_fp32(k_proj(s_prev))).pow(2).mean(-1)
         return innovation, None
 
     def scores(self, x: torch.Tensor, s: torch.Tensor, s_prev: torch.Tensor, k_proj: nn.Linear):

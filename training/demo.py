@@ -26,9 +26,9 @@ import bmojo_neuron  # noqa: F401  (registers the model with AutoModelForCausalL
 
 from .config import ModelSection, MQARSection, RunConfig, TrainSection
 from .data import load_tokenizer
-from .mqar import IGNORE_INDEX, generate, memory_hit_rate
+from .mqar import IGNORE_INDEX, generate
 from .presets import count_parameters, match_parameters
-from .train import make_model_config, mqar_spec, run
+from .train import make_model_config, mqar_spec, run, saved_run_hit_rate
 
 LAYER_TYPES = ("bmojo", "sliding_attention", "ssm")
 
@@ -75,13 +75,6 @@ def equal_size_widths(steps: int) -> dict[str, int | None]:
         config = make_model_config(demo_config(layer_type, Path("."), steps, None), tokenizer)
         widths[layer_type] = match_parameters(config, target).intermediate_size
     return widths
-
-
-def hit_rate(model_dir: Path, config: RunConfig) -> float | None:
-    """The eidetic memory's hit rate on fresh MQAR examples (None for models without a memory)."""
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    data = generate(mqar_spec(config), 256, seed=777)
-    return memory_hit_rate(model, data["input_ids"], data["labels"], config.mqar.num_pairs)
 
 
 def show_generation(model_dir: Path, examples: int = 3) -> None:
@@ -131,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if result.stopped_by is not None:
             print("interrupted: a checkpoint was saved; stopping the demo")
             return 128 + result.stopped_by
-        results[layer_type] = (params, result.metrics["eval_accuracy"], hit_rate(folder, config), time.time() - t0)
+        results[layer_type] = (params, result.metrics["eval_accuracy"], saved_run_hit_rate(config), time.time() - t0)
 
     print(f"\nMQAR recall: sequence {MQAR.seq_len}, {MQAR.num_pairs} pairs, {MQAR.filler} filler, window {WINDOW}")
     print(f"{'layer type':<20}{'parameters':>12}{'recall':>9}{'memory hit':>12}{'train s':>9}")

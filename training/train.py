@@ -32,7 +32,7 @@ from . import checkpoint, distributed, neuron
 from .callbacks import METRICS_FILE, GracefulStopCallback, MetricsJSONLCallback
 from .config import ConfigError, RunConfig, parse
 from .data import DataError, build_lm_datasets, load_tokenizer
-from .mqar import MQARDataset, MQARSpec, recall_accuracy
+from .mqar import MQARDataset, MQARSpec, generate, memory_hit_rate, recall_accuracy
 from .plotting import plot_curves
 from .presets import PRESETS, build_model, count_parameters, model_config
 from .trainer import BMojoTrainer
@@ -46,6 +46,16 @@ class RunResult:
     metrics: dict  # final evaluation metrics (empty when stopped by a signal)
     global_step: int
     stopped_by: int | None  # signal number, if a signal ended the run
+
+
+def saved_run_hit_rate(config: RunConfig, examples: int = 256, seed: int = 777) -> float | None:
+    """DESIGN.md's memory hit rate of the model saved in ``config.train.output_dir``, on fresh MQAR examples
+    (None for a model without eidetic memory)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(config.train.output_dir).eval()
+    data = generate(mqar_spec(config), examples, seed=seed)
+    return memory_hit_rate(model, data["input_ids"], data["labels"], config.mqar.num_pairs)
 
 
 def mqar_spec(config: RunConfig) -> MQARSpec:

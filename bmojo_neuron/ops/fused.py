@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
     """Upcast half precision to fp32 for reductions and exponentials; keep fp64 as it is."""
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
@@ -57,7 +57,7 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tor
     """``weight * x / sqrt(mean(x^2) + eps)``, reduced in at least fp32.
 
     x: (..., H); weight: (H,). Returns (..., H) in ``promote(weight.dtype, x.dtype)``."""
-    xf = _at_least_fp32(x)
+    xf = at_least_fp32(x)
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return weight * xf.to(x.dtype)
 
@@ -65,7 +65,7 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tor
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        out, rstd = _rms_norm_forward(_at_least_fp32(x), weight, eps, x.dtype)
+        out, rstd = _rms_norm_forward(at_least_fp32(x), weight, eps, x.dtype)
         ctx.save_for_backward(x, weight, rstd)
         return out
 
@@ -73,7 +73,7 @@ class _RMSNorm(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         x, weight, rstd = ctx.saved_tensors
         grad_xf, grad_weight = _rms_norm_backward(
-            grad_out, _at_least_fp32(x), rstd, weight, x.dtype, ctx.needs_input_grad[1]
+            grad_out, at_least_fp32(x), rstd, weight, x.dtype, ctx.needs_input_grad[1]
         )
         grad_x = grad_xf.to(x.dtype) if ctx.needs_input_grad[0] else None
         return grad_x, grad_weight, None
@@ -92,14 +92,14 @@ def gated_rms_norm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Ten
     to ``y.dtype`` before the norm.
 
     y, z: (..., H); weight: (H,). Returns (..., H) in ``promote(weight.dtype, y.dtype)``."""
-    gated = (_at_least_fp32(y) * F.silu(_at_least_fp32(z))).to(y.dtype)
+    gated = (at_least_fp32(y) * F.silu(at_least_fp32(z))).to(y.dtype)
     return rms_norm_reference(gated, weight, eps)
 
 
 class _GatedRMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        gated = _at_least_fp32((_at_least_fp32(y) * F.silu(_at_least_fp32(z))).to(y.dtype))
+        gated = at_least_fp32((at_least_fp32(y) * F.silu(at_least_fp32(z))).to(y.dtype))
         out, rstd = _rms_norm_forward(gated, weight, eps, y.dtype)
         ctx.save_for_backward(y, z, weight, rstd)
         return out
@@ -107,10 +107,10 @@ class _GatedRMSNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         y, z, weight, rstd = ctx.saved_tensors
-        yf, zf = _at_least_fp32(y), _at_least_fp32(z)
+        yf, zf = at_least_fp32(y), at_least_fp32(z)
         sig = torch.sigmoid(zf)
         silu = zf * sig
-        gated = _at_least_fp32((yf * silu).to(y.dtype))
+        gated = at_least_fp32((yf * silu).to(y.dtype))
         grad_gated, grad_weight = _rms_norm_backward(grad_out, gated, rstd, weight, y.dtype, ctx.needs_input_grad[2])
         # the gated value was rounded to y.dtype: its gradient is too
         grad_gated = grad_gated.to(y.dtype).to(yf.dtype)
@@ -146,11 +146,11 @@ class _SwiGLU(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         gate, up = ctx.saved_tensors
         # recompute in at least fp32 (what autograd's silu backward does internally for half inputs)
-        gf, gof = _at_least_fp32(gate), _at_least_fp32(grad_out)
+        gf, gof = at_least_fp32(gate), at_least_fp32(grad_out)
         sig = torch.sigmoid(gf)
         grad_gate = grad_up = None
         if ctx.needs_input_grad[0]:
-            grad_gate = (gof * _at_least_fp32(up) * (sig * (1 + gf * (1 - sig)))).to(gate.dtype)
+            grad_gate = (gof * at_least_fp32(up) * (sig * (1 + gf * (1 - sig)))).to(gate.dtype)
         if ctx.needs_input_grad[1]:
             grad_up = (grad_out * F.silu(gate)).to(up.dtype)
         return grad_gate, grad_up
