@@ -8,8 +8,10 @@ parameter count matches the ``bmojo`` model of the same hidden size. Training go
 package (HF Trainer, AdamW, cosine), one run per cell.
 
 This is a long benchmark (hours on a CPU; the full grid is meant for an accelerator), not a test.
-``--quick`` runs one small setting (sequence 128, 8 pairs, window 16, hidden 64, random filler) in
-minutes. Results: ``benchmarks/results/mqar[_quick].{json,md,png}`` with versions, git sha and machine.
+``--grid cpu`` runs the part of the grid a CPU session can afford (sequence 128 = 8 windows with 8 pairs at
+hidden 128, both fillers, 600 steps: about 45 minutes on 2 cores); ``--quick`` runs one small setting (sequence 128, 8
+pairs, window 16, hidden 64, random filler) in minutes. Results:
+``benchmarks/results/mqar[_cpu|_quick].{json,md,png}`` with versions, git sha and machine.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import transformers  # noqa: E402
 from benchmarks._common import RESULTS_DIR, environment_info, write_results  # noqa: E402
 from training.config import ModelSection, MQARSection, RunConfig, TrainSection  # noqa: E402
 from training.data import load_tokenizer  # noqa: E402
+from training.mqar import FILLERS  # noqa: E402
 from training.presets import count_parameters, match_parameters  # noqa: E402
 from training.train import make_model_config, run, saved_run_hit_rate  # noqa: E402
 
@@ -51,15 +54,30 @@ FULL = {
     "hidden": [64, 128],
     "fillers": ["random", "zeros"],
     "steps": 4000,
+    "batch_size": 64,
     "train_examples": 100_000,
+    "vocab": 8192,  # Zoology's
+}
+# What one CPU session can run (~45 minutes on 2 cores): a sequence 8 windows long at hidden 128.
+CPU = {
+    "settings": [Setting(128, 8, 16, 32)],
+    "hidden": [128],
+    "fillers": ["zeros", "random"],
+    "steps": 600,
+    "batch_size": 64,
+    "train_examples": 38_400,
+    "vocab": 256,  # the output layer of a 8192 vocabulary would cost more than the model on a CPU
 }
 QUICK = {
     "settings": [Setting(128, 8, 16, 32)],
     "hidden": [64],
     "fillers": ["random"],
     "steps": 300,
+    "batch_size": 32,
     "train_examples": 9600,
+    "vocab": 256,
 }
+GRIDS = {"full": FULL, "cpu": CPU, "quick": QUICK}
 
 
 def cell_config(
@@ -139,18 +157,30 @@ def hit_rate(config) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one small setting, minutes on a CPU")
-    parser.add_argument("--steps", type=int, help="optimizer steps per cell (default: 4000, quick 300)")
-    parser.add_argument("--train-examples", type=int, help="MQAR training examples (default 100000, quick 9600)")
+    parser.add_argument("--grid", choices=GRIDS, default="full",
+                        help="full: the issue's grid (hours); cpu: sequence 128 at hidden 128, both fillers (~45 min); "
+                        "quick: one small setting (minutes)")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="same as --grid quick")
+    parser.add_argument("--steps", type=int, help="optimizer steps per cell (default: full 4000, cpu 600, quick 300)")
+    parser.add_argument("--train-examples", type=int, help="MQAR training examples (default: the grid's)")
     parser.add_argument("--eval-examples", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--vocab", type=int, default=8192, help="MQAR vocabulary (Zoology: 8192)")
+    parser.add_argument("--batch-size", type=int, help="examples per step (default: full/cpu 64, quick 32)")
+    parser.add_argument("--lr", type=float, default=1e-3,
+                        help="AdamW peak learning rate (default 1e-3: at 3e-3 even full attention stays at chance)")  # fmt: skip
+    parser.add_argument("--vocab", type=int, help="MQAR vocabulary (default: full 8192 as Zoology, cpu/quick 256)")
+    parser.add_argument("--fillers", help="comma-separated subset of the grid's fillers (zeros, random)")
     parser.add_argument("--layer-types", default=",".join(LAYER_TYPES), help="comma-separated subset")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-tqdm", action="store_true")
     args = parser.parse_args(argv)
-    grid = QUICK if args.quick else FULL
+    mode = "quick" if args.quick else args.grid
+    grid = dict(GRIDS[mode])
+    if args.fillers:
+        grid["fillers"] = [f.strip() for f in args.fillers.split(",")]
+        if not set(grid["fillers"]) <= set(FILLERS):
+            parser.error(f"--fillers: choose from {', '.join(FILLERS)}, got {args.fillers!r}")
+    args.vocab = args.vocab or grid["vocab"]
+    args.batch_size = args.batch_size or grid["batch_size"]
     steps = args.steps or grid["steps"]
     examples = args.train_examples or grid["train_examples"]
     if args.threads:
@@ -159,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {**environment_info(), "transformers": transformers.__version__, "steps": steps,
             "train_examples": examples, "batch_size": args.batch_size, "lr": args.lr, "vocab": args.vocab,
-            "layers": 2, "mode": "quick" if args.quick else "full"}  # fmt: skip
+            "layers": 2, "mode": mode}  # fmt: skip
     print("\n".join(f"{k}: {v}" for k, v in meta.items()))
     tokenizer = load_tokenizer("byte")
     layer_types = [t.strip() for t in args.layer_types.split(",")]
+    if not set(layer_types) <= set(LAYER_TYPES):
+        parser.error(f"--layer-types: choose from {', '.join(LAYER_TYPES)}, got {args.layer_types!r}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="mqar-bench-") as scratch:
         for setting, hidden, filler in itertools.product(grid["settings"], grid["hidden"], grid["fillers"]):
@@ -192,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 print(row)
                 rows.append(row)
-    name = "mqar_quick" if args.quick else "mqar"
+    name = {"full": "mqar", "cpu": "mqar_cpu", "quick": "mqar_quick"}[mode]
     json_path, md_path = write_results(name, rows, meta)
     png_path = RESULTS_DIR / f"{name}.png"
     plot(rows, png_path)

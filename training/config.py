@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any setting, e.g. --set model.overrides.eidetic_slots=64 --set train.zero1=true "
+        help="any setting, e.g. --set model.overrides.eidetic_slots=64 --set train.weight_decay=0.1 "
         "(value parsed as YAML; repeatable)",
     )
     parser.add_argument(

@@ -2,10 +2,11 @@
 
 Routes through the one entry point (``python -m training.train``, or ``torchrun ... -m training.train``):
 
-- ``cpu`` / ``cuda``: plain PyTorch; under torchrun, DDP (gloo on CPU) or FSDP (``--strategy fsdp``).
+- ``cpu`` / ``cuda``: plain PyTorch; under torchrun, DDP (gloo on CPU), or FSDP2 (``--strategy fsdp``) on
+  accelerators (accelerate does not shard CPU processes, so FSDP on CPU is refused with a clear error).
 - ``xla``: torch-neuronx + PyTorch/XLA (Neuron SDK <= 2.28). The HF Trainer has a PyTorch/XLA path
-  of its own (it detects ``torch_xla``); we add bf16, static shapes (drop the last partial batch) and,
-  with ``train.zero1``, a ZeRO-1 optimizer from neuronx-distributed (``neuron.py``).
+  of its own (it detects ``torch_xla``); we add bf16 and static shapes (drop the last partial batch).
+  ZeRO-1 (``train.zero1``) is not implemented and refused with a clear error (``neuron.py``).
 - ``neuron``: the native PyTorch backend of newer SDKs (TorchNeuron, ``device="neuron"``), where
   ``torch.distributed`` DDP/FSDP apply as on any device (``neuron.py``).
 
@@ -72,9 +73,21 @@ def training_arguments_fields(config: RunConfig, device: str) -> dict:
             fields["ddp_backend"] = "gloo"
         if strategy == "fsdp":
             if device == "xla":
-                raise ConfigError("train.strategy=fsdp is not supported on the XLA route; use train.zero1=true")
-            fields["fsdp"] = "full_shard auto_wrap"
-            fields["fsdp_config"] = {"transformer_layer_cls_to_wrap": ["BMojoDecoderLayer"], **config.train.fsdp_config}
+                raise ConfigError("train.strategy=fsdp is not supported on the XLA route; use train.strategy=ddp")
+            if device == "cpu":
+                # accelerate enables its FSDP plugin for accelerator processes only: on CPU processes the
+                # Trainer would silently train with DDP instead.
+                raise ConfigError(
+                    "train.strategy=fsdp needs an accelerator (CUDA, or Neuron with train.device=neuron): "
+                    "accelerate does not shard CPU processes; use train.strategy=ddp on CPU"
+                )
+            # FSDP2 (fully_shard), one unit per decoder layer; the user's train.fsdp_config fields win.
+            fields["fsdp"] = True
+            fields["fsdp_config"] = {
+                "version": 2,
+                "transformer_layer_cls_to_wrap": ["BMojoDecoderLayer"],
+                **config.train.fsdp_config,
+            }
     return fields
 
 

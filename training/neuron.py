@@ -11,8 +11,10 @@ UNVERIFIED: written from the Neuron SDK documentation; never run on a Trainium h
 - ``neuron`` (native TorchNeuron backend, ``device="neuron"``): standard ``torch.distributed`` DDP/FSDP
   apply; the SDK's torch package registers the device. Launch as for CPU/GPU with ``--device neuron``.
 
-ZeRO-1 and tensor parallelism through neuronx-distributed are not wired in yet: ``train.zero1`` raises a
-clear error (the model would need neuronx-distributed parallel layers for tensor parallelism).
+ZeRO-1 and tensor parallelism through neuronx-distributed are not implemented: ``train.zero1`` raises a
+clear error before anything is imported. ZeRO-1 would have to replace the all-reduce that accelerate
+performs on XLA (its optimizer reduce-scatters the gradients itself), and tensor parallelism needs the
+model built from neuronx-distributed's parallel layers; neither can be checked without the SDK.
 """
 
 from __future__ import annotations
@@ -49,11 +51,6 @@ def prepare(config: RunConfig, device: str) -> None:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
             _import("torch_xla.distributed.xla_backend")  # registers the "xla" backend with torch.distributed
             dist.init_process_group("xla")
-
-
-def use_zero1(trainer) -> None:
-    """Placeholder kept out of the code path: :func:`prepare` rejects ``train.zero1`` first."""
-    raise ConfigError("train.zero1 is not implemented yet")
 
 
 __all__ = ["prepare"]

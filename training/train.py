@@ -225,8 +225,6 @@ def run(config: RunConfig, dry_run: bool = False, callbacks: list | None = None)
         callbacks=[MetricsJSONLCallback(output_dir), *(callbacks or []), stopper],
         verify_hashes=config.train.verify_hashes,
     )
-    if device == "xla" and config.train.zero1:
-        neuron.use_zero1(trainer)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     if stopper.received is not None:

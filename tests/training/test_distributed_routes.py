@@ -1,0 +1,49 @@
+"""The distributed strategy becomes ``TrainingArguments`` fields, or a clear error where it cannot run."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.config import ConfigError, parse
+from training.distributed import training_arguments_fields
+
+
+@pytest.fixture
+def two_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+
+
+def _config(*flags: str):
+    config, _ = parse(["--task", "mqar", *flags])
+    return config
+
+
+def test_single_process_adds_no_strategy():
+    assert training_arguments_fields(_config("--strategy", "fsdp"), "cpu") == {"use_cpu": True}
+
+
+def test_ddp_on_cpu_uses_gloo(two_processes):
+    fields = training_arguments_fields(_config(), "cpu")
+    assert fields["ddp_backend"] == "gloo" and "fsdp" not in fields
+
+
+def test_fsdp_on_accelerators_is_fsdp2_per_decoder_layer(two_processes):
+    fields = training_arguments_fields(
+        _config("--strategy", "fsdp", "--set", "train.fsdp_config.cpu_offload=true"), "cuda"
+    )
+    assert fields["fsdp"] is True
+    assert fields["fsdp_config"] == {
+        "version": 2,
+        "transformer_layer_cls_to_wrap": ["BMojoDecoderLayer"],
+        "cpu_offload": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("cpu", "train.strategy=fsdp needs an accelerator"), ("xla", "not supported on the XLA route")],
+)
+def test_fsdp_where_it_cannot_shard_is_refused(two_processes, device, message):
+    # On CPU, accelerate would silently fall back to DDP: refusing is the honest answer.
+    with pytest.raises(ConfigError, match=message):
+        training_arguments_fields(_config("--strategy", "fsdp"), device)
