@@ -149,6 +149,28 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def target_checks(rows: list[dict]) -> list[dict]:
+    """The issue's targets per (setting, hidden, filler) cell group: bmojo >= TARGET and above
+    ``sliding_attention`` and ``ssm`` (groups missing an arm skip the comparisons they cannot make)."""
+    checks = []
+    for group in sorted({(r["seq_len"], r["num_pairs"], r["hidden"], r["filler"]) for r in rows}):
+        by_type = {
+            r["layer_type"]: r["accuracy"]
+            for r in rows
+            if (r["seq_len"], r["num_pairs"], r["hidden"], r["filler"]) == group
+        }
+        if "bmojo" not in by_type:
+            continue
+        where = f"T={group[0]}, {group[1]} pairs, d={group[2]}, {group[3]}"
+        bmojo = by_type["bmojo"]
+        checks.append({"target": f"{where}: bmojo >= {TARGET}", "measured": bmojo, "met": bmojo >= TARGET})
+        for other in ("sliding_attention", "ssm"):
+            if other in by_type:
+                checks.append({"target": f"{where}: bmojo > {other}", "measured": f"{bmojo:.4g} vs {by_type[other]:.4g}",
+                               "met": bmojo > by_type[other]})  # fmt: skip
+    return checks
+
+
 def hit_rate(config) -> float | None:
     """The memory hit rate of the cell's saved model, rounded for the table (None without eidetic memory)."""
     rate = saved_run_hit_rate(config)
@@ -224,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 print(row)
                 rows.append(row)
+    meta["targets"] = target_checks(rows)
     name = {"full": "mqar", "cpu": "mqar_cpu", "quick": "mqar_quick"}[mode]
     json_path, md_path = write_results(name, rows, meta)
     png_path = RESULTS_DIR / f"{name}.png"

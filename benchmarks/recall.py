@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated subset of {','.join(ARM_NAMES)}")  # fmt: skip
     parser.add_argument("--vocab", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (as benchmarks.mqar)")
     parser.add_argument("--eval-examples", type=int, help="evaluation examples per cell (default 500, quick 200)")
     parser.add_argument("--jobs", type=int, default=2, help="cells at a time (processes)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")

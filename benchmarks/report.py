@@ -24,6 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
+# A benchmark's results files, most complete first: <stem>.json, then <stem>_cpu.json (the part of a grid
+# a CPU can run, when the full grid is meant for an accelerator), then <stem>_quick.json.
+VARIANTS: tuple[tuple[str, str], ...] = (
+    ("", "full run"),
+    ("_cpu", "CPU-sized run (`--grid cpu`)"),
+    ("_quick", "quick run (`--quick`, as in `make bench-quick`)"),
+)
+
 # (file stem, title, figure stems relative to the chosen file stem: "" = <stem>.png)
 BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("lm", "Language modelling at equal size and tokens, and length extrapolation", ("_length",)),
@@ -58,11 +66,11 @@ def markdown_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _provenance(meta: dict, stem: str) -> str:
+def _provenance(meta: dict, stem: str, kind: str) -> str:
     sha = str(meta.get("git_sha", "unknown"))[:10] + (" (uncommitted changes)" if meta.get("git_dirty") is True else "")
     parts = [
         f"`{stem}.json`",
-        "quick run (`make bench-quick`)" if stem.endswith("_quick") else "full run (`make bench`)",
+        kind,
         f"run {meta.get('timestamp', 'unknown time')}",
         f"commit {sha}",
         f"{meta.get('cpu_count', '?')} CPUs, {meta.get('platform', 'unknown platform')}",
@@ -77,12 +85,13 @@ def _provenance(meta: dict, stem: str) -> str:
 
 def section_for(stem: str, title: str, figures: tuple[str, ...], results_dir: Path) -> list[str]:
     """The Markdown of one benchmark, or nothing when neither its full nor its quick file exists."""
-    chosen = next((s for s in (stem, f"{stem}_quick") if (results_dir / f"{s}.json").exists()), None)
-    if chosen is None:
+    found = [(stem + suffix, kind) for suffix, kind in VARIANTS if (results_dir / f"{stem}{suffix}.json").exists()]
+    if not found:
         return []
+    chosen, kind = found[0]
     data = json.loads((results_dir / f"{chosen}.json").read_text())
     meta, rows = data.get("meta", {}), data.get("rows", [])
-    lines = [f"### {title}", "", _provenance(meta, chosen), ""]
+    lines = [f"### {title}", "", _provenance(meta, chosen, kind), ""]
     if chosen.endswith("_quick"):
         lines += [
             "Quick mode: a small budget that checks the pipeline end to end; see the full run for conclusions.",
