@@ -171,10 +171,13 @@ def target_checks(rows: list[dict]) -> list[dict]:
     return checks
 
 
-def hit_rate(config) -> float | None:
-    """The memory hit rate of the cell's saved model, rounded for the table (None without eidetic memory)."""
-    rate = saved_run_hit_rate(config)
-    return None if rate is None else round(rate, 4)
+def hit_rate(config) -> dict:
+    """The memory hit rate of the cell's saved model and its ceiling, rounded for the table (None without
+    eidetic memory)."""
+    hits = saved_run_hit_rate(config)
+    if hits is None:
+        return {"memory_hit_rate": None, "memory_hit_ceiling": None}
+    return {"memory_hit_rate": round(hits[0], 4), "memory_hit_ceiling": round(hits[1], 4)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                     "layer_type": layer_type,
                     "params": params,
                     "accuracy": round(result.metrics["eval_accuracy"], 4),
-                    "memory_hit_rate": hit_rate(config),
+                    **hit_rate(config),
                     "train_seconds": round(time.time() - start, 1),
                 }
                 print(row)

@@ -19,7 +19,8 @@ The arms are those of the language-modelling benchmark (``benchmarks.lm_models.A
   the cell's own ``TrainingArguments``, data, metric and seed.
 
 B'MOJO models also report the memory hit rate (``training.mqar.memory_hit_rate``: the fraction of
-queries whose value token is in the last ``bmojo`` layer's memory; empty for models without one).
+queries whose value token is in the last ``bmojo`` layer's memory; empty for models without one) and
+its ceiling (``memory_hit_ceiling``: the same for a memory that never evicts).
 
 Cells run ``--jobs`` at a time in separate processes. Writes ``benchmarks/results/recall[_quick].{json,md}``
 and ``recall[_quick]_length.png`` (one run per point, seed fixed by the training defaults).
@@ -145,7 +146,7 @@ def run_cell(seq_len: int, layer_type: str, steps: int, examples: int, options: 
         if layer_type in PEERS:
             reference.train.output_dir = str(Path(scratch) / "run")
             metrics, info = _train_peer(layer_type, reference, peer_shape(make_model_config(reference, tokenizer)))
-            hit = None
+            hits = {"memory_hit_rate": None, "memory_hit_ceiling": None}
         else:
             cell = cell_config(setting, HIDDEN, FILLER, "bmojo", steps, examples, args)
             cell.model.layer_types = hybrid_layer_types(2) if layer_type == HYBRID else [layer_type] * 2
@@ -158,7 +159,7 @@ def run_cell(seq_len: int, layer_type: str, steps: int, examples: int, options: 
                 "params": params,
                 "non_embedding_params": count_non_embedding(model_config),
             }
-            hit = hit_rate(config)  # the saved model, on fresh examples; None without eidetic memory
+            hits = hit_rate(config)  # the saved model, on fresh examples; None without eidetic memory
         seconds = time.perf_counter() - start
     return {
         "seq_len": seq_len,
@@ -172,7 +173,7 @@ def run_cell(seq_len: int, layer_type: str, steps: int, examples: int, options: 
         "params": info["params"],
         "non_embedding_params": info["non_embedding_params"],
         "accuracy": round(metrics["eval_accuracy"], 4),
-        "memory_hit_rate": hit,
+        **hits,
         "train_seconds": round(seconds, 1),
     }
 

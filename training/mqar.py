@@ -141,13 +141,23 @@ def recall_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float((pred[mask] == target[mask]).mean())
 
 
+def _queries(input_ids: torch.Tensor, labels: torch.Tensor, num_pairs: int):
+    """Every query of a batch: (row, query key position, position of its pair's value token)."""
+    batch_idx, answer_pos = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+    query_pos = answer_pos - 1
+    keys = input_ids[:, 0 : 2 * num_pairs : 2]  # (batch, pairs)
+    pair = (keys[batch_idx] == input_ids[batch_idx, query_pos][:, None]).float().argmax(-1)
+    return batch_idx, query_pos, 2 * pair + 1
+
+
 @torch.no_grad()
 def memory_hit_rate(model, input_ids: torch.Tensor, labels: torch.Tensor, num_pairs: int) -> float | None:
     """Fraction of queries whose pair's value token is in the last ``bmojo`` layer's visible memory when
     the query key arrives (DESIGN.md: the memory's hit rate, reported next to accuracy).
 
     The value token is the one retrieval needs: its hidden state carries the key before it. Returns None
-    for a model without ``bmojo`` layers.
+    for a model without ``bmojo`` layers. Queries that come before any memory is visible count as misses;
+    :func:`memory_hit_ceiling` is the rate a memory that kept every token would reach.
 
     Args:
         model: a ``BMojoForCausalLM``.
@@ -164,15 +174,22 @@ def memory_hit_rate(model, input_ids: torch.Tensor, labels: torch.Tensor, num_pa
         idx, valid = memory.last_selection  # (batch, n_chunks, slots)
     finally:
         memory.record, memory.last_selection = False, None
-    batch_idx, answer_pos = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
-    query_pos = answer_pos - 1
-    keys = input_ids[:, 0 : 2 * num_pairs : 2]  # (batch, pairs)
-    pair = (keys[batch_idx] == input_ids[batch_idx, query_pos][:, None]).float().argmax(-1)
-    value_pos = 2 * pair + 1
+    batch_idx, query_pos, value_pos = _queries(input_ids, labels, num_pairs)
     chunk = query_pos // memory.chunk_size
     slots, slot_valid = idx[batch_idx, chunk], valid[batch_idx, chunk]  # (queries, slots)
     hits = ((slots == value_pos[:, None]) & slot_valid).any(-1)
     return float(hits.float().mean())
+
+
+def memory_hit_ceiling(
+    input_ids: torch.Tensor, labels: torch.Tensor, num_pairs: int, chunk_size: int, lag: int
+) -> float:
+    """The largest possible :func:`memory_hit_rate`: the fraction of queries for which the memory is already
+    visible over their value's chunk (a token of chunk ``c`` is visible from chunk ``c + lag`` on), i.e. the
+    hit rate of a memory that never evicts. ``memory_hit_rate / memory_hit_ceiling`` is the selection's share.
+    """
+    _, query_pos, value_pos = _queries(input_ids, labels, num_pairs)
+    return float((query_pos // chunk_size >= value_pos // chunk_size + lag).float().mean())
 
 
 __all__ = [
@@ -181,6 +198,7 @@ __all__ = [
     "MQARDataset",
     "MQARSpec",
     "generate",
+    "memory_hit_ceiling",
     "memory_hit_rate",
     "recall_accuracy",
 ]

@@ -32,7 +32,7 @@ from . import checkpoint, distributed, neuron
 from .callbacks import METRICS_FILE, GracefulStopCallback, MetricsJSONLCallback
 from .config import ConfigError, RunConfig, parse
 from .data import DataError, build_lm_datasets, load_tokenizer
-from .mqar import MQARDataset, MQARSpec, generate, memory_hit_rate, recall_accuracy
+from .mqar import MQARDataset, MQARSpec, generate, memory_hit_ceiling, memory_hit_rate, recall_accuracy
 from .plotting import plot_curves
 from .presets import PRESETS, build_model, count_parameters, model_config
 from .trainer import BMojoTrainer
@@ -48,14 +48,19 @@ class RunResult:
     stopped_by: int | None  # signal number, if a signal ended the run
 
 
-def saved_run_hit_rate(config: RunConfig, examples: int = 256, seed: int = 777) -> float | None:
-    """DESIGN.md's memory hit rate of the model saved in ``config.train.output_dir``, on fresh MQAR examples
-    (None for a model without eidetic memory)."""
+def saved_run_hit_rate(config: RunConfig, examples: int = 256, seed: int = 777) -> tuple[float, float] | None:
+    """DESIGN.md's memory hit rate of the model saved in ``config.train.output_dir`` and its ceiling (the
+    rate of a memory that never evicts), on fresh MQAR examples; None for a model without eidetic memory."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(config.train.output_dir).eval()
     data = generate(mqar_spec(config), examples, seed=seed)
-    return memory_hit_rate(model, data["input_ids"], data["labels"], config.mqar.num_pairs)
+    rate = memory_hit_rate(model, data["input_ids"], data["labels"], config.mqar.num_pairs)
+    if rate is None:
+        return None
+    c = model.config
+    ceiling = memory_hit_ceiling(data["input_ids"], data["labels"], config.mqar.num_pairs, c.chunk_size, c.eidetic_lag)
+    return rate, ceiling
 
 
 def mqar_spec(config: RunConfig) -> MQARSpec:

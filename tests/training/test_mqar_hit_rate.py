@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bmojo_neuron import BMojoForCausalLM
 from tests.conftest import tiny_config
-from training.mqar import IGNORE_INDEX, MQARSpec, generate, memory_hit_rate
+from training.mqar import IGNORE_INDEX, MQARSpec, generate, memory_hit_ceiling, memory_hit_rate
 
 
 def test_hit_rate_counts_queries_whose_value_is_visible():
@@ -32,3 +32,15 @@ def test_no_memory_no_hit_rate():
     model = BMojoForCausalLM(tiny_config(["sliding_attention"], vocab_size=64)).eval()
     data = generate(MQARSpec(vocab_size=64, seq_len=64, num_pairs=4), 4, seed=0)
     assert memory_hit_rate(model, data["input_ids"], data["labels"], 4) is None
+
+
+def test_ceiling_is_the_rate_of_a_memory_that_never_evicts():
+    # Same setting as the first test: a memory of 64 slots keeps everything, so it reaches the ceiling.
+    config = tiny_config(["bmojo"], vocab_size=64, sliding_window=8, chunk_size=8, eidetic_topk=8, eidetic_slots=64)
+    spec = MQARSpec(vocab_size=64, seq_len=64, num_pairs=4, filler="zeros")
+    data = generate(spec, 32, seed=0)
+    ceiling = memory_hit_ceiling(data["input_ids"], data["labels"], spec.num_pairs, 8, config.eidetic_lag)
+    assert 0 < ceiling < 1
+    assert memory_hit_rate(BMojoForCausalLM(config).eval(), data["input_ids"], data["labels"], 4) == ceiling
+    # A longer lag can only hide more.
+    assert memory_hit_ceiling(data["input_ids"], data["labels"], spec.num_pairs, 8, config.eidetic_lag + 2) < ceiling
