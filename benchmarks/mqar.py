@@ -223,43 +223,57 @@ def main(argv: list[str] | None = None) -> int:
     layer_types = [t.strip() for t in args.layer_types.split(",")]
     if not set(layer_types) <= set(LAYER_TYPES):
         parser.error(f"--layer-types: choose from {', '.join(LAYER_TYPES)}, got {args.layer_types!r}")
-    rows = []
+    cells = [
+        (setting, hidden, filler, layer_type)
+        for setting, hidden, filler in itertools.product(grid["settings"], grid["hidden"], grid["fillers"])
+        for layer_type in layer_types
+    ]
+    rows, stopped_by = [], None
     with tempfile.TemporaryDirectory(prefix="mqar-bench-") as scratch:
-        for setting, hidden, filler in itertools.product(grid["settings"], grid["hidden"], grid["fillers"]):
+        for setting, hidden, filler, layer_type in cells:
             reference = cell_config(setting, hidden, filler, "bmojo", steps, examples, args)
-            for layer_type in layer_types:
-                config, params = equalize(
-                    cell_config(setting, hidden, filler, layer_type, steps, examples, args), reference, tokenizer
-                )
-                config.train.output_dir = str(Path(scratch) / f"{setting.seq_len}-{hidden}-{filler}-{layer_type}")
-                print(
-                    f"\n== T={setting.seq_len} pairs={setting.num_pairs} d={hidden} {filler} {layer_type}: {params:,} params"
-                )
-                start = time.time()
-                result = run(config)
-                row = {
-                    "seq_len": setting.seq_len,
-                    "num_pairs": setting.num_pairs,
-                    "window": setting.window,
-                    "slots": setting.slots,
-                    "hidden": hidden,
-                    "filler": filler,
-                    "layer_type": layer_type,
-                    "params": params,
-                    "accuracy": round(result.metrics["eval_accuracy"], 4),
-                    **hit_rate(config),
-                    "train_seconds": round(time.time() - start, 1),
-                }
-                print(row)
-                rows.append(row)
+            config, params = equalize(
+                cell_config(setting, hidden, filler, layer_type, steps, examples, args), reference, tokenizer
+            )
+            config.train.output_dir = str(Path(scratch) / f"{setting.seq_len}-{hidden}-{filler}-{layer_type}")
+            print(
+                f"\n== T={setting.seq_len} pairs={setting.num_pairs} d={hidden} {filler} {layer_type}: {params:,} params"
+            )
+            start = time.time()
+            result = run(config)
+            if result.stopped_by is not None:  # SIGTERM/SIGINT: keep the finished cells
+                stopped_by = result.stopped_by
+                print(f"stopped by signal {stopped_by}: writing the {len(rows)} finished cells")
+                break
+            row = {
+                "seq_len": setting.seq_len,
+                "num_pairs": setting.num_pairs,
+                "window": setting.window,
+                "slots": setting.slots,
+                "hidden": hidden,
+                "filler": filler,
+                "layer_type": layer_type,
+                "params": params,
+                "accuracy": round(result.metrics["eval_accuracy"], 4),
+                **hit_rate(config),
+                "train_seconds": round(time.time() - start, 1),
+            }
+            print(row)
+            rows.append(row)
     meta["targets"] = target_checks(rows)
     name = {"full": "mqar", "cpu": "mqar_cpu", "quick": "mqar_quick"}[mode]
+    if stopped_by is not None:  # a partial grid must not replace a complete one (the report reads <name>.json)
+        meta["interrupted_by_signal"] = stopped_by
+        name += "_partial"
+    if not rows:
+        print("no finished cell: nothing written")
+        return 128 + stopped_by if stopped_by is not None else 1
     json_path, md_path = write_results(name, rows, meta)
     png_path = RESULTS_DIR / f"{name}.png"
     plot(rows, png_path)
     print(f"\nwrote {json_path}, {md_path}, {png_path}")
     print(md_path.read_text().split("\n\n")[-1])
-    return 0
+    return 0 if stopped_by is None else 128 + stopped_by
 
 
 if __name__ == "__main__":
