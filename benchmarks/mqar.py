@@ -135,16 +135,23 @@ def equalize(config: RunConfig, reference: RunConfig, tokenizer) -> tuple[RunCon
     return config, count_parameters(make_model_config(config, tokenizer))
 
 
+def grouped(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by (setting, hidden, filler), in sorted order, each named like ``T=128, 8 pairs, d=128, zeros``."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["seq_len"], r["num_pairs"], r["hidden"], r["filler"]), []).append(r)
+    return {f"T={g[0]}, {g[1]} pairs, d={g[2]}, {g[3]}": groups[g] for g in sorted(groups)}
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """One panel per (setting, hidden, filler): recall accuracy per layer type."""
-    groups = sorted({(r["seq_len"], r["num_pairs"], r["hidden"], r["filler"]) for r in rows})
+    groups = grouped(rows)
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.6), squeeze=False)
-    for ax, group in zip(axes[0], groups):
-        cells = [r for r in rows if (r["seq_len"], r["num_pairs"], r["hidden"], r["filler"]) == group]
+    for ax, (where, cells) in zip(axes[0], groups.items()):
         ax.bar([r["layer_type"] for r in cells], [r["accuracy"] for r in cells], color="tab:blue")
         ax.axhline(TARGET, color="tab:red", lw=0.8, ls="--")
         ax.set_ylim(0, 1)
-        ax.set_title(f"T={group[0]}, {group[1]} pairs, d={group[2]}, {group[3]}", fontsize=9)
+        ax.set_title(where, fontsize=9)
         ax.tick_params(axis="x", rotation=45, labelsize=8)
     axes[0][0].set_ylabel("recall accuracy")
     fig.tight_layout()
@@ -156,15 +163,10 @@ def target_checks(rows: list[dict]) -> list[dict]:
     """The issue's targets per (setting, hidden, filler) cell group: bmojo >= TARGET and above
     ``sliding_attention`` and ``ssm`` (groups missing an arm skip the comparisons they cannot make)."""
     checks = []
-    for group in sorted({(r["seq_len"], r["num_pairs"], r["hidden"], r["filler"]) for r in rows}):
-        by_type = {
-            r["layer_type"]: r["accuracy"]
-            for r in rows
-            if (r["seq_len"], r["num_pairs"], r["hidden"], r["filler"]) == group
-        }
+    for where, cells in grouped(rows).items():
+        by_type = {r["layer_type"]: r["accuracy"] for r in cells}
         if "bmojo" not in by_type:
             continue
-        where = f"T={group[0]}, {group[1]} pairs, d={group[2]}, {group[3]}"
         bmojo = by_type["bmojo"]
         checks.append({"target": f"{where}: bmojo >= {TARGET}", "measured": bmojo, "met": bmojo >= TARGET})
         for other in ("sliding_attention", "ssm"):
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             print(row)
             rows.append(row)
     meta["targets"] = target_checks(rows)
-    name = {"full": "mqar", "cpu": "mqar_cpu", "quick": "mqar_quick"}[mode]
+    name = "mqar" if mode == "full" else f"mqar_{mode}"  # the suffixes benchmarks.report reads
     if stopped_by is not None:  # a partial grid must not replace a complete one (the report reads <name>.json)
         meta["interrupted_by_signal"] = stopped_by
         name += "_partial"

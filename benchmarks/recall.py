@@ -88,13 +88,11 @@ def _train_peer(arm: str, cell, shape) -> tuple[dict, dict]:
     import dataclasses
 
     import transformers
-    from transformers import default_data_collator
     from transformers.trainer_callback import PrinterCallback
 
     from benchmarks.lm_models import build_model, non_embedding_params, sized_configs
     from training.data import load_tokenizer
-    from training.train import _argmax, _mqar_metrics, build_datasets, make_training_arguments
-    from training.trainer import BMojoTrainer
+    from training.train import build_datasets, make_trainer, make_training_arguments
 
     config, _ = sized_configs([arm], shape)[arm]
     train_set, eval_set = build_datasets(cell, load_tokenizer(cell.data.tokenizer))
@@ -102,16 +100,7 @@ def _train_peer(arm: str, cell, shape) -> tuple[dict, dict]:
     args = dataclasses.replace(args, eval_strategy="no", save_strategy="no")  # one evaluation, at the end
     transformers.set_seed(cell.train.seed)  # the model's initial weights depend on it
     model = build_model(config)
-    trainer = BMojoTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=default_data_collator,
-        compute_metrics=_mqar_metrics,
-        preprocess_logits_for_metrics=_argmax,
-        verify_hashes=False,
-    )
+    trainer = make_trainer(cell, model, args, train_set, eval_set, verify_hashes=False)
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     info = {

@@ -84,7 +84,7 @@ def _provenance(meta: dict, stem: str, kind: str) -> str:
 
 
 def section_for(stem: str, title: str, figures: tuple[str, ...], results_dir: Path) -> list[str]:
-    """The Markdown of one benchmark, or nothing when neither its full nor its quick file exists."""
+    """The Markdown of one benchmark from its most complete results file (``VARIANTS``), or nothing."""
     found = [(stem + suffix, kind) for suffix, kind in VARIANTS if (results_dir / f"{stem}{suffix}.json").exists()]
     if not found:
         return []

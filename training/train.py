@@ -148,6 +148,22 @@ def make_training_arguments(config: RunConfig, device: str) -> TrainingArguments
     )
 
 
+def make_trainer(config: RunConfig, model, args: TrainingArguments, train_set, eval_set, **kwargs) -> BMojoTrainer:
+    """The Trainer of a run of ``config``'s task: fixed-shape batches, and on MQAR the recall accuracy
+    computed from argmax predictions. ``kwargs`` go to :class:`BMojoTrainer` (callbacks, hashes, ...)."""
+    mqar = config.task == "mqar"
+    return BMojoTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=default_data_collator,
+        compute_metrics=_mqar_metrics if mqar else None,
+        preprocess_logits_for_metrics=_argmax if mqar else None,
+        **kwargs,
+    )
+
+
 def _mqar_metrics(prediction) -> dict[str, float]:
     return {"accuracy": recall_accuracy(prediction.predictions, prediction.label_ids)}
 
@@ -217,16 +233,13 @@ def run(config: RunConfig, dry_run: bool = False, callbacks: list | None = None)
     transformers.set_seed(config.train.seed)  # the model's initial weights depend on it
     model = build_model(model_cfg)
     stopper = GracefulStopCallback()
-    mqar = config.task == "mqar"
-    trainer = BMojoTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
+    trainer = make_trainer(
+        config,
+        model,
+        args,
+        train_set,
+        eval_set,
         processing_class=tokenizer,
-        data_collator=default_data_collator,
-        compute_metrics=_mqar_metrics if mqar else None,
-        preprocess_logits_for_metrics=_argmax if mqar else None,
         callbacks=[MetricsJSONLCallback(output_dir), *(callbacks or []), stopper],
         verify_hashes=config.train.verify_hashes,
     )
@@ -246,7 +259,9 @@ def run(config: RunConfig, dry_run: bool = False, callbacks: list | None = None)
         (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1))
         if config.train.plot and (output_dir / METRICS_FILE).exists():
             plot_curves(
-                output_dir / METRICS_FILE, output_dir / "curves.png", "eval_accuracy" if mqar else "eval_perplexity"
+                output_dir / METRICS_FILE,
+                output_dir / "curves.png",
+                "eval_accuracy" if config.task == "mqar" else "eval_perplexity",
             )
     return RunResult(output_dir, metrics, trainer.state.global_step, None)
 
