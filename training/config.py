@@ -87,7 +87,7 @@ class TrainSection:
     strategy: str = "auto"  # under torchrun: auto (= ddp), ddp or fsdp
     fsdp_config: dict[str, Any] = field(default_factory=dict)  # merged into the FSDP defaults
     device: str = "auto"  # auto, cpu, cuda, xla (torch-neuronx / PyTorch-XLA), neuron (native TorchNeuron)
-    zero1: bool = False  # XLA route: shard optimizer states with neuronx-distributed (ZeRO-1)
+    zero1: bool = False  # under torchrun with DDP: shard the AdamW state across ranks (ZeRO-1, zero1.py)
     tqdm: bool = True  # progress bar
     plot: bool = True  # write curves.png at the end
 
@@ -263,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=argparse.SUPPRESS,
         help="continue from the newest complete checkpoint in --output-dir (incomplete ones are skipped)",
+    )
+    parser.add_argument(
+        "--zero1",
+        dest="train.zero1",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="under torchrun (DDP): shard the AdamW state across the processes (ZeRO-1)",
     )
     parser.add_argument(
         "--no-tqdm", dest="train.tqdm", action="store_false", default=argparse.SUPPRESS, help="no progress bar"

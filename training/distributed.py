@@ -2,11 +2,12 @@
 
 Routes through the one entry point (``python -m training.train``, or ``torchrun ... -m training.train``):
 
-- ``cpu`` / ``cuda``: plain PyTorch; under torchrun, DDP (gloo on CPU), or FSDP2 (``--strategy fsdp``) on
+- ``cpu`` / ``cuda``: plain PyTorch; under torchrun, DDP (gloo on CPU), optionally with ZeRO-1
+  (``train.zero1``: the AdamW state sharded across ranks, ``zero1.py``), or FSDP2 (``--strategy fsdp``) on
   accelerators (accelerate does not shard CPU processes, so FSDP on CPU is refused with a clear error).
 - ``xla``: torch-neuronx + PyTorch/XLA (Neuron SDK <= 2.28). The HF Trainer has a PyTorch/XLA path
   of its own (it detects ``torch_xla``); we add bf16 and static shapes (drop the last partial batch).
-  ZeRO-1 (``train.zero1``) is not implemented and refused with a clear error (``neuron.py``).
+  ZeRO-1 (``train.zero1``) is refused there (see ``zero1.py``).
 - ``neuron``: the native PyTorch backend of newer SDKs (TorchNeuron, ``device="neuron"``), where
   ``torch.distributed`` DDP/FSDP apply as on any device (``neuron.py``).
 
@@ -67,8 +68,10 @@ def training_arguments_fields(config: RunConfig, device: str) -> dict:
     if device in ("xla", "neuron"):
         # Static shapes: a partial last batch would be a new graph to compile.
         fields["dataloader_drop_last"] = True
+    strategy = "ddp" if config.train.strategy == "auto" else config.train.strategy
+    if config.train.zero1:
+        _check_zero1(strategy, device)
     if world_size() > 1:
-        strategy = "ddp" if config.train.strategy == "auto" else config.train.strategy
         if device == "cpu":
             fields["ddp_backend"] = "gloo"
         if strategy == "fsdp":
@@ -89,6 +92,22 @@ def training_arguments_fields(config: RunConfig, device: str) -> dict:
                 **config.train.fsdp_config,
             }
     return fields
+
+
+def _check_zero1(strategy: str, device: str) -> None:
+    if world_size() == 1:
+        raise ConfigError(
+            "train.zero1 shards the optimizer state across data-parallel processes: launch with "
+            "torchrun --nproc_per_node N (N > 1), or leave it off"
+        )
+    if strategy == "fsdp":
+        raise ConfigError("train.zero1 with train.strategy=fsdp: FSDP already shards the optimizer state; choose one")
+    if device == "xla":
+        # zero1.py: neuronx-distributed's optimizer reduce-scatters itself; not wired into the Trainer.
+        raise ConfigError(
+            "train.zero1 is not supported on the XLA route (neuronx-distributed's ZeRO-1 optimizer is not wired "
+            "into the Trainer); use train.device=neuron (native backend) or optimum-neuron's NeuronTrainer"
+        )
 
 
 __all__ = ["resolve_device", "training_arguments_fields", "use_bf16", "world_size"]

@@ -11,10 +11,11 @@ UNVERIFIED: written from the Neuron SDK documentation; never run on a Trainium h
 - ``neuron`` (native TorchNeuron backend, ``device="neuron"``): standard ``torch.distributed`` DDP/FSDP
   apply; the SDK's torch package registers the device. Launch as for CPU/GPU with ``--device neuron``.
 
-ZeRO-1 and tensor parallelism through neuronx-distributed are not implemented: ``train.zero1`` raises a
-clear error before anything is imported. ZeRO-1 would have to replace the all-reduce that accelerate
-performs on XLA (its optimizer reduce-scatters the gradients itself), and tensor parallelism needs the
-model built from neuronx-distributed's parallel layers; neither can be checked without the SDK.
+ZeRO-1 runs on the native route (``torch.distributed``'s ZeroRedundancyOptimizer, ``zero1.py``). On the
+``xla`` route neither ZeRO-1 nor tensor parallelism through neuronx-distributed is implemented
+(``train.zero1`` is refused there with a clear error): NxD's ZeRO-1 optimizer reduce-scatters the gradients
+itself, so the all-reduce that accelerate performs on XLA would have to go, and tensor parallelism needs the
+model built from NxD's parallel layers; neither can be checked without the SDK.
 """
 
 from __future__ import annotations
@@ -39,11 +40,6 @@ def _import(module: str):
 
 def prepare(config: RunConfig, device: str) -> None:
     """Import the SDK packages of ``device`` and set up the process group before the Trainer starts."""
-    if config.train.zero1:
-        raise ConfigError(
-            "train.zero1 (neuronx-distributed ZeRO-1) is not implemented yet; train with plain data "
-            "parallelism (the default under torchrun) or use optimum-neuron's NeuronTrainer"
-        )
     _import("torch_neuronx")
     if device == "xla":
         _import("torch_xla")

@@ -242,6 +242,7 @@ def run(config: RunConfig, dry_run: bool = False, callbacks: list | None = None)
         processing_class=tokenizer,
         callbacks=[MetricsJSONLCallback(output_dir), *(callbacks or []), stopper],
         verify_hashes=config.train.verify_hashes,
+        zero1=config.train.zero1,
     )
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 

@@ -9,6 +9,8 @@ What is changed, and why:
   (the auxiliary term removed), so ``eval_perplexity = exp(eval_loss)`` is a true perplexity.
 - ``_load_from_checkpoint`` reads ``config.json`` with the model's config class: the stock one uses the
   base ``PreTrainedConfig``, whose ``layer_types`` check rejects B'MOJO's types, so resuming would fail.
+- ``zero1=True``: the optimizer is ZeRO-1's (``zero1.py``), and its shards are consolidated on rank 0
+  before the optimizer file is written, so checkpoints keep the unsharded format.
 - the model's ``forward`` takes ``**kwargs`` but does not use ``num_items_in_batch``, so the loss must be
   averaged over gradient-accumulation steps by the Trainer (``model_accepts_loss_kwargs = False``).
 """
@@ -27,6 +29,7 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import checkpoint
+from .zero1 import consolidate, is_sharded, sharded
 
 TRAINER_STATE_NAME = "trainer_state.json"
 
@@ -34,9 +37,12 @@ TRAINER_STATE_NAME = "trainer_state.json"
 class BMojoTrainer(Trainer):
     """``Trainer`` with atomic, verified checkpoints (see the module docstring)."""
 
-    def __init__(self, *args, verify_hashes: bool = True, **kwargs):
+    def __init__(self, *args, verify_hashes: bool = True, zero1: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.verify_hashes = verify_hashes
+        if zero1:
+            optimizer_class, defaults = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            self.optimizer_cls_and_kwargs = (sharded(optimizer_class), defaults)
         self.model_accepts_loss_kwargs = False
         self._aux = {True: [], False: []}  # training? -> detached per-batch auxiliary losses
 
@@ -87,6 +93,11 @@ class BMojoTrainer(Trainer):
         # versions; our config class reads the same file without rejecting B'MOJO layer types.
         with mock.patch.object(hf_trainer, "PreTrainedConfig", config_class):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if self.optimizer is not None and is_sharded(self.optimizer):
+            consolidate(self.optimizer)  # a collective: every rank, before rank 0 reads state_dict()
+        super()._save_optimizer_and_scheduler(output_dir)
 
     def _save_checkpoint(self, model, trial) -> None:
         """Save like ``Trainer._save_checkpoint``, but into a temporary folder that is renamed at the end.

@@ -14,16 +14,25 @@ from transformers import TrainerCallback
 
 from training.config import parse
 from training.train import run
+from training.zero1 import unwrap
 
 
 class SaveRankWeights(TrainerCallback):
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def on_train_end(self, args, state, control, model=None, **kwargs):
+    def on_train_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         rank = int(os.environ["RANK"])
         state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        torch.save({"world_size": args.world_size, "weights": state_dict}, self.folder / f"rank{rank}.pt")
+        local = unwrap(optimizer)
+        local = getattr(local, "optim", local)  # ZeRO-1: the optimizer of this rank's share
+        record = {
+            "world_size": args.world_size,
+            "weights": state_dict,
+            "optimizer": type(unwrap(optimizer)).__name__,
+            "parameters_with_state": len(local.state),
+        }
+        torch.save(record, self.folder / f"rank{rank}.pt")
 
 
 if __name__ == "__main__":

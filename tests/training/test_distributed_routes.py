@@ -47,3 +47,21 @@ def test_fsdp_where_it_cannot_shard_is_refused(two_processes, device, message):
     # On CPU, accelerate would silently fall back to DDP: refusing is the honest answer.
     with pytest.raises(ConfigError, match=message):
         training_arguments_fields(_config("--strategy", "fsdp"), device)
+
+
+@pytest.mark.parametrize(
+    ("flags", "device", "world", "message"),
+    [
+        ((), "cpu", "1", "launch with torchrun"),
+        (("--strategy", "fsdp"), "cuda", "2", "FSDP already shards the optimizer state"),
+        ((), "xla", "2", "not supported on the XLA route"),
+    ],
+)
+def test_zero1_where_it_cannot_run_is_refused(monkeypatch, flags, device, world, message):
+    monkeypatch.setenv("WORLD_SIZE", world)
+    with pytest.raises(ConfigError, match=message):
+        training_arguments_fields(_config("--zero1", *flags), device)
+
+
+def test_zero1_under_ddp_keeps_the_ddp_fields(two_processes):
+    assert training_arguments_fields(_config("--zero1"), "cpu") == training_arguments_fields(_config(), "cpu")
