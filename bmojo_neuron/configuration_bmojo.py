@@ -71,6 +71,14 @@ class BMojoConfig(PreTrainedConfig):
 
     model_type = "bmojo"
     keys_to_ignore_at_inference = ["past_key_values"]
+    # Tensor parallelism (``from_pretrained(..., distributed_config=DistributedConfig(tp_size=N))``): the MLP of
+    # every layer, Megatron-style. The mixers stay replicated: an exact split of a ``bmojo`` mixer would need
+    # the eidetic selection's innovation score reduced across ranks (it sums over all K heads).
+    base_model_tp_plan = {
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
 
     vocab_size: int = 512
     hidden_size: int = 128

@@ -27,7 +27,10 @@ def fast_decode_ok(model, hidden: torch.Tensor) -> bool:
 
 
 def _plain_linear(m) -> bool:
-    return type(m) is torch.nn.Linear and not (m._forward_hooks or m._forward_pre_hooks)
+    """An ``nn.Linear`` whose weight the fused step may read directly: no hooks, and a plain parameter
+    (a tensor-parallel shard is a ``DTensor``, whose forward goes through its own collectives)."""
+    plain_weight = type(m.weight) is torch.nn.Parameter
+    return type(m) is torch.nn.Linear and plain_weight and not (m._forward_hooks or m._forward_pre_hooks)
 
 
 def _param_key(modules) -> tuple:
