@@ -247,6 +247,16 @@ FLAGS: list[tuple[str, str, Any, str]] = [
 ]
 
 
+# Flags without a value: (flag, config field, argparse action, help).
+SWITCHES = [
+    ("--resume", "train.resume", "store_true",
+     "continue from the newest complete checkpoint in --output-dir (incomplete ones are skipped)"),
+    ("--zero1", "train.zero1", "store_true", "under torchrun (DDP): shard the AdamW state across the processes (ZeRO-1)"),
+    ("--no-tqdm", "train.tqdm", "store_false", "no progress bar"),
+    ("--no-plot", "train.plot", "store_false", "do not write curves.png"),
+]  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bmojo-train",
@@ -257,26 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML file with sections task/model/data/mqar/train (see training/configs)")
     for flag, dest, kind, text in FLAGS:
         parser.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=text)
-    parser.add_argument(
-        "--resume",
-        dest="train.resume",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="continue from the newest complete checkpoint in --output-dir (incomplete ones are skipped)",
-    )
-    parser.add_argument(
-        "--zero1",
-        dest="train.zero1",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="under torchrun (DDP): shard the AdamW state across the processes (ZeRO-1)",
-    )
-    parser.add_argument(
-        "--no-tqdm", dest="train.tqdm", action="store_false", default=argparse.SUPPRESS, help="no progress bar"
-    )
-    parser.add_argument(
-        "--no-plot", dest="train.plot", action="store_false", default=argparse.SUPPRESS, help="do not write curves.png"
-    )
+    for flag, dest, action, text in SWITCHES:
+        parser.add_argument(flag, dest=dest, action=action, default=argparse.SUPPRESS, help=text)
     parser.add_argument(
         "--set",
         dest="sets",
