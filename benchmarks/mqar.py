@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -185,6 +186,39 @@ def hit_rate(config) -> dict:
     return {"memory_hit_rate": round(hits[0], 4), "memory_hit_ceiling": round(hits[1], 4)}
 
 
+# What makes two runs' cells comparable: the same training budget and task on the same grid.
+SAME_IN_MERGED_RUNS = ("steps", "train_examples", "batch_size", "lr", "vocab", "layers", "mode")
+
+
+def merge(paths: list[Path]) -> tuple[list[dict], dict]:
+    """The cells of several runs of one grid (e.g. its layer types split over two machines or processes) as one
+    result: rows in grid order, the first run's meta plus where each part came from, targets recomputed."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    first = runs[0]["meta"]
+    for path, run_ in zip(paths[1:], runs[1:]):
+        differ = [k for k in SAME_IN_MERGED_RUNS if run_["meta"].get(k) != first.get(k)]
+        if differ:
+            raise ValueError(f"{path}: not the same grid as {paths[0]} (differs in {', '.join(differ)})")
+    rows = [row for run_ in runs for row in run_["rows"]]
+    cell = lambda r: (r["seq_len"], r["num_pairs"], r["hidden"], r["filler"], r["layer_type"])  # noqa: E731
+    cells = [cell(r) for r in rows]
+    if len(set(cells)) != len(cells):
+        raise ValueError(f"the runs share cells: {sorted({c for c in cells if cells.count(c) > 1})}")
+    rows.sort(key=lambda r: (*cell(r)[:4], LAYER_TYPES.index(r["layer_type"])))
+    parts = [{"file": str(p), "git_sha": r["meta"].get("git_sha"), "git_dirty": r["meta"].get("git_dirty"),
+              "timestamp": r["meta"].get("timestamp"), "cells": len(r["rows"])} for p, r in zip(paths, runs)]  # fmt: skip
+    meta = {**first, "merged_from": parts, "targets": target_checks(rows)}
+    return rows, meta
+
+
+def write(name: str, rows: list[dict], meta: dict) -> None:
+    json_path, md_path = write_results(name, rows, meta)
+    png_path = RESULTS_DIR / f"{name}.png"
+    plot(rows, png_path)
+    print(f"\nwrote {json_path}, {md_path}, {png_path}")
+    print(md_path.read_text().split("\n\n")[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", choices=GRIDS, default="full",
@@ -202,7 +236,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layer-types", default=",".join(LAYER_TYPES), help="comma-separated subset")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-tqdm", action="store_true")
+    parser.add_argument("--name", help="results file stem (default: mqar, mqar_cpu or mqar_quick by --grid)")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="do not train: merge the cells of these results files of one grid into --name")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.merge:
+        if not args.name:
+            parser.error("--merge needs --name")
+        missing = [str(p) for p in args.merge if not p.is_file()]
+        if missing:
+            parser.error(f"--merge: no such file: {', '.join(missing)}")
+        try:
+            rows, meta = merge(args.merge)
+        except (ValueError, KeyError, json.JSONDecodeError) as e:
+            parser.error(f"--merge: {e}")
+        write(args.name, rows, meta)
+        return 0
     mode = "quick" if args.quick else args.grid
     grid = dict(GRIDS[mode])
     if args.fillers:
@@ -263,18 +312,14 @@ def main(argv: list[str] | None = None) -> int:
             print(row)
             rows.append(row)
     meta["targets"] = target_checks(rows)
-    name = "mqar" if mode == "full" else f"mqar_{mode}"  # the suffixes benchmarks.report reads
+    name = args.name or ("mqar" if mode == "full" else f"mqar_{mode}")  # the suffixes benchmarks.report reads
     if stopped_by is not None:  # a partial grid must not replace a complete one (the report reads <name>.json)
         meta["interrupted_by_signal"] = stopped_by
         name += "_partial"
     if not rows:
         print("no finished cell: nothing written")
         return 128 + stopped_by if stopped_by is not None else 1
-    json_path, md_path = write_results(name, rows, meta)
-    png_path = RESULTS_DIR / f"{name}.png"
-    plot(rows, png_path)
-    print(f"\nwrote {json_path}, {md_path}, {png_path}")
-    print(md_path.read_text().split("\n\n")[-1])
+    write(name, rows, meta)
     return 0 if stopped_by is None else 128 + stopped_by
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from benchmarks.mqar import TARGET, target_checks
+import json
+
+import pytest
+
+from benchmarks.mqar import TARGET, merge, target_checks
 
 
 def _row(filler: str, layer_type: str, accuracy: float) -> dict:
@@ -24,3 +28,36 @@ def test_each_filler_is_checked_on_its_own():
 
 def test_groups_without_bmojo_have_no_checks():
     assert target_checks([_row("zeros", "attention", 1.0)]) == []
+
+
+def _results(path, rows, **meta):
+    base = {"steps": 1500, "train_examples": 96000, "batch_size": 64, "lr": 1e-3, "vocab": 256, "layers": 2,
+            "mode": "cpu", "git_sha": "abc", "timestamp": "t"}  # fmt: skip
+    path.write_text(json.dumps({"meta": {**base, **meta}, "rows": rows}))
+    return path
+
+
+def test_merge_joins_the_cells_of_one_grid_in_grid_order(tmp_path):
+    a = _results(tmp_path / "a.json", [_row("zeros", "bmojo", 0.97)])
+    b = _results(tmp_path / "b.json", [_row("zeros", "ssm", 0.1), _row("zeros", "attention", 1.0)], git_sha="def")
+    rows, meta = merge([a, b])
+    assert [r["layer_type"] for r in rows] == ["attention", "ssm", "bmojo"]
+    assert [p["git_sha"] for p in meta["merged_from"]] == ["abc", "def"]
+    assert {c["target"]: c["met"] for c in meta["targets"]} == {
+        f"T=128, 8 pairs, d=128, zeros: bmojo >= {TARGET}": True,
+        "T=128, 8 pairs, d=128, zeros: bmojo > ssm": True,
+    }
+
+
+@pytest.mark.parametrize(
+    ("second_rows", "second_meta", "message"),
+    [
+        ([_row("zeros", "ssm", 0.1)], {"steps": 600}, "differs in steps"),
+        ([_row("zeros", "bmojo", 0.5)], {}, "share cells"),
+    ],
+)
+def test_merge_refuses_runs_that_do_not_fit_together(tmp_path, second_rows, second_meta, message):
+    a = _results(tmp_path / "a.json", [_row("zeros", "bmojo", 0.97)])
+    b = _results(tmp_path / "b.json", second_rows, **second_meta)
+    with pytest.raises(ValueError, match=message):
+        merge([a, b])
