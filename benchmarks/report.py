@@ -37,6 +37,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("lm", "Language modelling at equal size and tokens, and length extrapolation", ("_length",)),
     ("recall", "MQAR recall against sequence length", ("_length",)),
     ("mqar", "MQAR grid (training issue)", ("",)),
+    ("mqar_long", "MQAR grid, longer training (training issue)", ("",)),
     ("train_speed", "Training speed and memory", ("_length",)),
     ("decode", "Decode speed and cache size", ("",)),
     ("ops", "Op benchmarks", ()),
@@ -78,6 +79,10 @@ def _provenance(meta: dict, stem: str, kind: str) -> str:
     ]
     if "transformers" in meta:
         parts.append(f"transformers {meta['transformers']}")
+    if meta.get("merged_from"):  # cells of one grid run in several processes (benchmarks.mqar --merge)
+        runs = meta["merged_from"]
+        shas = sorted({str(r.get("git_sha"))[:10] for r in runs})
+        parts.append(f"cells merged from {len(runs)} runs (commits {', '.join(shas)})")
     if "wall_seconds" in meta:
         parts.append(f"wall time {meta['wall_seconds']:.0f} s")
     return "Source: " + ", ".join(parts) + "."

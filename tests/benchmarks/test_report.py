@@ -72,3 +72,12 @@ def test_readme_is_edited_only_between_the_markers(tmp_path, capsys):
 
 def test_empty_results_say_so(tmp_path):
     assert "No results yet" in report.build_section(tmp_path)
+
+
+def test_merged_grid_names_its_parts(tmp_path):
+    parts = [{"git_sha": "aaaaaaaaaaaa1"}, {"git_sha": "bbbbbbbbbbbb2"}]
+    data = {"meta": {"git_sha": "aaaaaaaaaaaa1", "merged_from": parts}, "rows": [{"layer_type": "bmojo"}]}
+    (tmp_path / "mqar_long_cpu.json").write_text(json.dumps(data))
+    text = "\n".join(report.section_for("mqar_long", "MQAR longer", ("",), tmp_path))
+    assert "`mqar_long_cpu.json`, CPU-sized run" in text
+    assert "cells merged from 2 runs (commits aaaaaaaaaa, bbbbbbbbbb)" in text
