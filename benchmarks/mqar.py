@@ -12,6 +12,11 @@ This is a long benchmark (hours on a CPU; the full grid is meant for an accelera
 hidden 128, both fillers, 600 steps: about 45 minutes on 2 cores); ``--quick`` runs one small setting (sequence 128, 8
 pairs, window 16, hidden 64, random filler) in minutes. Results:
 ``benchmarks/results/mqar[_cpu|_quick].{json,md,png}`` with versions, git sha and machine.
+
+Cells are independent runs, so a grid can be split over processes or machines (``--layer-types``,
+``--fillers``) and joined with ``--merge a.json b.json --name NAME``. The README's longer CPU run was made so:
+``--grid cpu --steps 1500 --train-examples 96000 --fillers zeros --threads 1``, one process per group of
+layer types, merged into ``mqar_long_cpu``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ works with every ``torch.distributed`` backend: gloo on CPU, NCCL, and the nativ
 
 Checkpoints stay in the format of an unsharded run: before saving, the shards are consolidated on rank 0
 (``consolidate_state_dict``), which writes one ``optimizer.pt``; on resume every rank loads that file and
-keeps its own partition. So a run can resume with or without ZeRO-1, and with another world size.
+keeps its own partition. The file has the format of a plain AdamW checkpoint (tested: the moments equal
+plain DDP's), so resuming it without ZeRO-1 or with another world size should work; that is not tested.
 
 On the XLA route (torch-neuronx, SDK <= 2.28) the same flag is refused: there the sharded optimizer is
 neuronx-distributed's (``NeuronZero1Optimizer``), which reduce-scatters the gradients itself, so the
