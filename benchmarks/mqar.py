@@ -141,11 +141,16 @@ def equalize(config: RunConfig, reference: RunConfig, tokenizer) -> tuple[RunCon
     return config, count_parameters(make_model_config(config, tokenizer))
 
 
+def group_key(row: dict) -> tuple:
+    """The (setting, hidden, filler) a row's cell belongs to; its layer type tells the cells of a group apart."""
+    return row["seq_len"], row["num_pairs"], row["hidden"], row["filler"]
+
+
 def grouped(rows: list[dict]) -> dict[str, list[dict]]:
     """Rows by (setting, hidden, filler), in sorted order, each named like ``T=128, 8 pairs, d=128, zeros``."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["seq_len"], r["num_pairs"], r["hidden"], r["filler"]), []).append(r)
+        groups.setdefault(group_key(r), []).append(r)
     return {f"T={g[0]}, {g[1]} pairs, d={g[2]}, {g[3]}": groups[g] for g in sorted(groups)}
 
 
@@ -205,11 +210,10 @@ def merge(paths: list[Path]) -> tuple[list[dict], dict]:
         if differ:
             raise ValueError(f"{path}: not the same grid as {paths[0]} (differs in {', '.join(differ)})")
     rows = [row for run_ in runs for row in run_["rows"]]
-    cell = lambda r: (r["seq_len"], r["num_pairs"], r["hidden"], r["filler"], r["layer_type"])  # noqa: E731
-    cells = [cell(r) for r in rows]
+    cells = [(*group_key(r), r["layer_type"]) for r in rows]
     if len(set(cells)) != len(cells):
         raise ValueError(f"the runs share cells: {sorted({c for c in cells if cells.count(c) > 1})}")
-    rows.sort(key=lambda r: (*cell(r)[:4], LAYER_TYPES.index(r["layer_type"])))
+    rows.sort(key=lambda r: (*group_key(r), LAYER_TYPES.index(r["layer_type"])))
     parts = [{"file": str(p), "git_sha": r["meta"].get("git_sha"), "git_dirty": r["meta"].get("git_dirty"),
               "timestamp": r["meta"].get("timestamp"), "cells": len(r["rows"])} for p, r in zip(paths, runs)]  # fmt: skip
     meta = {**first, "merged_from": parts, "targets": target_checks(rows)}

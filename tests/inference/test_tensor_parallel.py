@@ -4,14 +4,12 @@ processes over gloo: the MLPs are sharded, and logits and greedy generation equa
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import torch
 
 from bmojo_neuron import BMojoConfig, BMojoForCausalLM
-from tests.training.test_train_ddp import REPO, TORCHRUN, _free_port
+from tests.torchrun import run_two_processes
 
 
 def test_tp2_matches_unsharded_model(tmp_path):
@@ -22,16 +20,7 @@ def test_tp2_matches_unsharded_model(tmp_path):
         layer_types=["attention", "sliding_attention", "ssm", "bmojo"],
     )  # fmt: skip
     BMojoForCausalLM(config).save_pretrained(tmp_path / "model")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [
-        str(TORCHRUN),
-        *("--nproc_per_node", "2", "--master_port", str(_free_port())),
-        str(Path(__file__).with_name("tp_worker.py")),
-        str(tmp_path / "model"),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_two_processes(Path(__file__).with_name("tp_worker.py"), str(tmp_path / "model"), str(tmp_path))
     for rank in range(2):
         record = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert record["tp_size"] == 2 and record["weight_type"] == "DTensor"

@@ -24,12 +24,12 @@ class SaveRankWeights(TrainerCallback):
     def on_train_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         rank = int(os.environ["RANK"])
         state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        local = unwrap(optimizer)
-        local = getattr(local, "optim", local)  # ZeRO-1: the optimizer of this rank's share
+        inner = unwrap(optimizer)
+        local = getattr(inner, "optim", inner)  # ZeRO-1: the optimizer of this rank's share
         record = {
             "world_size": args.world_size,
             "weights": state_dict,
-            "optimizer": type(unwrap(optimizer)).__name__,
+            "optimizer": type(inner).__name__,
             "parameters_with_state": len(local.state),
         }
         torch.save(record, self.folder / f"rank{rank}.pt")

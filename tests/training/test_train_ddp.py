@@ -3,43 +3,26 @@ optimizer state is sharded, the weights are the same as without it, and a consol
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.torchrun import run_two_processes
 from tests.training.conftest import TINY_MODEL, TINY_MQAR
-
-REPO = Path(__file__).resolve().parents[2]
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(out: Path, *flags: str, steps: int = 4) -> list[dict]:
     """A 2-process run of the tiny MQAR setting into ``out``; returns each rank's final weights record."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    command = [
-        str(TORCHRUN),
-        *("--nproc_per_node", "2", "--master_port", str(_free_port())),
-        str(Path(__file__).with_name("ddp_worker.py")),
+    run_two_processes(
+        Path(__file__).with_name("ddp_worker.py"),
         *TINY_MQAR,
         *TINY_MODEL,
         *("--output-dir", str(out), "--max-steps", str(steps), "--save-steps", "2", "--eval-steps", "2"),
         *flags,
-    ]
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    )
     return [torch.load(out / f"rank{r}.pt") for r in range(2)]
 
 
