@@ -87,7 +87,7 @@ class TrainSection:
     strategy: str = "auto"  # under torchrun: auto (= ddp), ddp or fsdp
     fsdp_config: dict[str, Any] = field(default_factory=dict)  # merged into the FSDP defaults
     device: str = "auto"  # auto, cpu, cuda, xla (torch-neuronx / PyTorch-XLA), neuron (native TorchNeuron)
-    zero1: bool = False  # under torchrun with DDP: shard the AdamW state across ranks (ZeRO-1, zero1.py)
+    zero1: bool = False  # DDP under torchrun, or XLA: shard the AdamW state across ranks (ZeRO-1, zero1.py)
     tqdm: bool = True  # progress bar
     plot: bool = True  # write curves.png at the end
 
@@ -251,7 +251,7 @@ FLAGS: list[tuple[str, str, Any, str]] = [
 SWITCHES = [
     ("--resume", "train.resume", "store_true",
      "continue from the newest complete checkpoint in --output-dir (incomplete ones are skipped)"),
-    ("--zero1", "train.zero1", "store_true", "under torchrun (DDP): shard the AdamW state across the processes (ZeRO-1)"),
+    ("--zero1", "train.zero1", "store_true", "shard the AdamW state across the data-parallel ranks (ZeRO-1): DDP under torchrun, or --device xla"),
     ("--no-tqdm", "train.tqdm", "store_false", "no progress bar"),
     ("--no-plot", "train.plot", "store_false", "do not write curves.png"),
 ]  # fmt: skip

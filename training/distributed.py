@@ -7,7 +7,8 @@ Routes through the one entry point (``python -m training.train``, or ``torchrun 
   accelerators (accelerate does not shard CPU processes, so FSDP on CPU is refused with a clear error).
 - ``xla``: torch-neuronx + PyTorch/XLA (Neuron SDK <= 2.28). The HF Trainer has a PyTorch/XLA path
   of its own (it detects ``torch_xla``); we add bf16 and static shapes (drop the last partial batch).
-  ZeRO-1 (``train.zero1``) is refused there (see ``zero1.py``).
+  ZeRO-1 (``train.zero1``) uses PyTorch/XLA's sharded optimizer there (``zero1.py``). With
+  ``PJRT_DEVICE=CPU`` the route runs on the CPU without torch-neuronx (``make xla-check`` does).
 - ``neuron``: the native PyTorch backend of newer SDKs (TorchNeuron, ``device="neuron"``), where
   ``torch.distributed`` DDP/FSDP apply as on any device (``neuron.py``).
 
@@ -95,18 +96,14 @@ def training_arguments_fields(config: RunConfig, device: str) -> dict:
 
 
 def _check_zero1(strategy: str, device: str) -> None:
-    if world_size() == 1:
+    if strategy == "fsdp":
+        raise ConfigError("train.zero1 with train.strategy=fsdp: FSDP already shards the optimizer state; choose one")
+    # PyTorch/XLA's ZeRO-1 shards across the XLA devices (one process may own several); torch.distributed's
+    # across processes, so it needs torchrun.
+    if world_size() == 1 and device != "xla":
         raise ConfigError(
             "train.zero1 shards the optimizer state across data-parallel processes: launch with "
             "torchrun --nproc_per_node N (N > 1), or leave it off"
-        )
-    if strategy == "fsdp":
-        raise ConfigError("train.zero1 with train.strategy=fsdp: FSDP already shards the optimizer state; choose one")
-    if device == "xla":
-        # zero1.py: neuronx-distributed's optimizer reduce-scatters itself; not wired into the Trainer.
-        raise ConfigError(
-            "train.zero1 is not supported on the XLA route (neuronx-distributed's ZeRO-1 optimizer is not wired "
-            "into the Trainer); use train.device=neuron (native backend) or optimum-neuron's NeuronTrainer"
         )
 
 

@@ -1,6 +1,9 @@
 """Trainium routes, with guarded imports (the Neuron SDK is not installable on development machines).
 
-UNVERIFIED: written from the Neuron SDK documentation; never run on a Trainium host.
+Never run on a Trainium host. The ``xla`` route is run on PyTorch/XLA's CPU device (``PJRT_DEVICE=CPU``,
+where torch-neuronx is not needed) by ``make xla-check``: the HF Trainer's XLA path, checkpoints, exact
+resume and ZeRO-1. What only a Neuron host shows (neuronx-cc, the Neuron runtime, collectives across
+NeuronCores) is unverified.
 
 - ``xla`` (torch-neuronx + PyTorch/XLA, SDK <= 2.28): the HF Trainer's own PyTorch/XLA path does the
   device placement, the gradient all-reduce and ``xm.mark_step``; here we only set the compiler flags
@@ -11,11 +14,11 @@ UNVERIFIED: written from the Neuron SDK documentation; never run on a Trainium h
 - ``neuron`` (native TorchNeuron backend, ``device="neuron"``): standard ``torch.distributed`` DDP/FSDP
   apply; the SDK's torch package registers the device. Launch as for CPU/GPU with ``--device neuron``.
 
-ZeRO-1 runs on the native route (``torch.distributed``'s ZeroRedundancyOptimizer, ``zero1.py``). On the
-``xla`` route neither ZeRO-1 nor tensor parallelism through neuronx-distributed is implemented
-(``train.zero1`` is refused there with a clear error): NxD's ZeRO-1 optimizer reduce-scatters the gradients
-itself, so the all-reduce that accelerate performs on XLA would have to go, and tensor parallelism needs the
-model built from NxD's parallel layers; neither can be checked without the SDK.
+ZeRO-1 (``train.zero1``) runs on both routes: ``torch.distributed``'s ZeroRedundancyOptimizer on the
+native one, PyTorch/XLA's (the class neuronx-distributed's ``NeuronZero1Optimizer`` extends) on ``xla``
+(``zero1.py``). Tensor parallelism through neuronx-distributed is not implemented: it needs the model
+built from NxD's parallel layers, which cannot be checked without the SDK (``from_pretrained(...,
+tp_plan)`` with ``torch.distributed`` is the tested tensor-parallel path, for inference).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def _import(module: str):
 
 def prepare(config: RunConfig, device: str) -> None:
     """Import the SDK packages of ``device`` and set up the process group before the Trainer starts."""
-    _import("torch_neuronx")
+    if not (device == "xla" and os.environ.get("PJRT_DEVICE") == "CPU"):
+        _import("torch_neuronx")  # registers the Neuron PJRT device; not needed on PyTorch/XLA's CPU device
     if device == "xla":
         _import("torch_xla")
         os.environ.setdefault("NEURON_CC_FLAGS", _DEFAULT_CC_FLAGS)

@@ -9,8 +9,11 @@ What is changed, and why:
   (the auxiliary term removed), so ``eval_perplexity = exp(eval_loss)`` is a true perplexity.
 - ``_load_from_checkpoint`` reads ``config.json`` with the model's config class: the stock one uses the
   base ``PreTrainedConfig``, whose ``layer_types`` check rejects B'MOJO's types, so resuming would fail.
-- ``zero1=True``: the optimizer is ZeRO-1's (``zero1.py``), and its shards are consolidated on rank 0
-  before the optimizer file is written, so checkpoints keep the unsharded format.
+- ``zero1=True``: the optimizer is ZeRO-1's (``zero1.py``). With ``torch.distributed`` its shards are
+  consolidated on rank 0 before the optimizer file is written, so checkpoints keep the unsharded format.
+  On PyTorch/XLA the optimizer reduce-scatters and clips the gradients in its step, so the Trainer's
+  all-reduce and clipping are skipped (``_clip_grad_norm``, ``_get_grad_norm``), and each rank saves and
+  loads its own shard file.
 - the model's ``forward`` takes ``**kwargs`` but does not use ``num_items_in_batch``, so the loss must be
   averaged over gradient-accumulation steps by the Trainer (``model_accepts_loss_kwargs = False``).
 """
@@ -18,6 +21,7 @@ What is changed, and why:
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 from unittest import mock
@@ -29,7 +33,8 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import checkpoint
-from .zero1 import consolidate, is_sharded, sharded
+from .config import ConfigError
+from .zero1 import consolidate, is_sharded, is_sharded_xla, sharded, sharded_xla, unwrap, xla_shard_file
 
 TRAINER_STATE_NAME = "trainer_state.json"
 
@@ -42,7 +47,11 @@ class BMojoTrainer(Trainer):
         self.verify_hashes = verify_hashes
         if zero1:
             optimizer_class, defaults = self.get_optimizer_cls_and_kwargs(self.args, self.model)
-            self.optimizer_cls_and_kwargs = (sharded(optimizer_class), defaults)
+            if self.args.device.type == "xla":
+                optimizer_class = sharded_xla(optimizer_class, self.args.max_grad_norm)
+            else:
+                optimizer_class = sharded(optimizer_class)
+            self.optimizer_cls_and_kwargs = (optimizer_class, defaults)
         self.model_accepts_loss_kwargs = False
         self._aux = {True: [], False: []}  # training? -> detached per-batch auxiliary losses
 
@@ -86,6 +95,44 @@ class BMojoTrainer(Trainer):
             output.metrics[f"{prefix}_aux_loss"] = aux
         return output
 
+    # ------------------------------------------------------------------------------ ZeRO-1 on XLA
+    def _xla_zero1(self) -> bool:
+        return self.optimizer is not None and is_sharded_xla(self.optimizer)
+
+    def _clip_grad_norm(self, model):
+        if self._xla_zero1():
+            return None  # the optimizer clips in its step, after reducing the gradients
+        return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        if self._xla_zero1():
+            # The optimizer's step reduce-scatters the gradients: accelerate's all-reduce before it would
+            # double the traffic. Its norm is computed in that step, and filled in before it is logged.
+            self.accelerator.gradient_state.is_xla_gradients_synced = True
+            return unwrap(self.optimizer).last_grad_norm
+        return super()._get_grad_norm(model, grad_norm)
+
+    def _save_xla_shards(self, output_dir: str) -> None:
+        import torch_xla.core.xla_model as xm
+
+        xm.rendezvous("saving_optimizer_shards")
+        shard = os.path.join(output_dir, xla_shard_file(self.args.process_index, self.args.world_size))
+        xm.save(self.optimizer.state_dict(), shard, master_only=False)
+        xm.save(self.lr_scheduler.state_dict(), os.path.join(output_dir, hf_trainer.SCHEDULER_NAME))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None or not self._xla_zero1():
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        shard = os.path.join(checkpoint, xla_shard_file(self.args.process_index, self.args.world_size))
+        if not os.path.isfile(shard):
+            raise ConfigError(
+                f"--resume with train.zero1 on XLA: {checkpoint} has no optimizer shard {os.path.basename(shard)} "
+                "(saved without ZeRO-1 or with another number of processes); resume it as it was saved"
+            )
+        self.optimizer.load_state_dict(torch.load(shard, map_location="cpu", weights_only=True))
+        scheduler = torch.load(os.path.join(checkpoint, hf_trainer.SCHEDULER_NAME), weights_only=True)
+        self.lr_scheduler.load_state_dict(scheduler)
+
     # ----------------------------------------------------------------------------------- checkpoints
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         config_class = type(self.accelerator.unwrap_model(model or self.model).config)
@@ -95,6 +142,8 @@ class BMojoTrainer(Trainer):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if self._xla_zero1():
+            return self._save_xla_shards(output_dir)
         if self.optimizer is not None and is_sharded(self.optimizer):
             consolidate(self.optimizer)  # a collective: every rank, before rank 0 reads state_dict()
         super()._save_optimizer_and_scheduler(output_dir)

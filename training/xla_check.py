@@ -14,6 +14,10 @@ PyTorch/XLA 2.9 (the last release Neuron trains with) runs the same lazy-tensor 
 
 for two workloads (:mod:`training.xla.steps`): ``train``, 8 optimizer steps of a hybrid with every layer
 type, and ``decode``, a prefill at one bucket then single-token steps with the cache as explicit tensors.
+Then the training entry point itself runs on XLA (:mod:`training.xla.trainer_runs`): the HF Trainer's
+XLA path with checkpoints, ZeRO-1 against AdamW, and ZeRO-1 stopped and resumed (rules
+``trainer-route``, ``clipping-binds``, ``zero1-matches-adamw``, ``zero1-no-all-reduce``,
+``zero1-resume-exact``).
 It prints a short report and exits 1 on any violation, naming the rule and where to look. Run it with
 ``make xla-check`` (which builds ``.venv-xla`` with torch 2.9 + torch-xla 2.9).
 """
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from bmojo_neuron import ops
-from training.xla import steps
+from training.xla import steps, trainer_runs
 
 TRAIN_STEPS = 8
 # Step 1 compiles the graph that also creates the optimizer state; step 2 the steady-state graph, which
@@ -65,6 +69,16 @@ WHERE_TO_LOOK = {
     "it with ops that lower, or add it to FALLBACK_ALLOWED in training/xla_check.py with the reason.",
     "matches-eager": "an op that computes differently under XLA. Compare per layer with the eager CPU model "
     "(training/xla/steps.py builds both from one seed).",
+    "trainer-route": "python -m training.train --device xla failed or saved an incomplete checkpoint; rerun the "
+    "arguments of training/xla/trainer_runs.py by hand with PJRT_DEVICE=CPU.",
+    "clipping-binds": "the tiny run's gradients are below max_grad_norm, so the ZeRO-1 comparison would not test "
+    "clipping: lower MAX_GRAD_NORM in training/xla/trainer_runs.py.",
+    "zero1-matches-adamw": "BMojoTrainer's XLA ZeRO-1 path (training/trainer.py: _clip_grad_norm, _get_grad_norm) "
+    "or training/zero1.py:sharded_xla: clipping, learning rate or weight decay reach the sharded step differently.",
+    "zero1-no-all-reduce": "accelerate all-reduced the gradients before the ZeRO-1 step (double traffic): "
+    "BMojoTrainer._get_grad_norm must mark them synced; or the AdamW run no longer all-reduces once per step.",
+    "zero1-resume-exact": "the optimizer shard file (BMojoTrainer._save_xla_shards / _load_optimizer_and_scheduler) "
+    "does not hold or restore the whole state (moments, step, master weights), or the scheduler.",
 }
 
 
@@ -300,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     for result in results:
         report(result)
         violations += result.violations
+    print("trainer: python -m training.train --device xla (tiny MQAR, 3 runs)")
+    for check in trainer_runs.run_checks():
+        print(f"  {check.rule}: {'ok' if check.ok else 'FAILED'}: {check.detail}")
+        if not check.ok:
+            violations.append(Violation(check.rule, "trainer", check.detail))
     if violations:
         print(f"\nxla-check: FAILED, {len(violations)} violation(s):")
         for rule, hint in WHERE_TO_LOOK.items():
@@ -313,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    where to look: {hint}")
         print("\n" + met.short_metrics_report())
         return 1
-    print("xla-check: OK (no recompiles after warm-up, one graph per step, no host transfers, no fallbacks)")
+    print(
+        "xla-check: OK (no recompiles after warm-up, one graph per step, no host transfers, no fallbacks; "
+        "the Trainer route trains, checkpoints, and resumes with ZeRO-1)"
+    )
     return 0
 
 

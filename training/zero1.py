@@ -10,9 +10,13 @@ Checkpoints stay in the format of an unsharded run: before saving, the shards ar
 keeps its own partition. The file has the format of a plain AdamW checkpoint (tested: the moments equal
 plain DDP's), so resuming it without ZeRO-1 or with another world size should work; that is not tested.
 
-On the XLA route (torch-neuronx, SDK <= 2.28) the same flag is refused: there the sharded optimizer is
-neuronx-distributed's (``NeuronZero1Optimizer``), which reduce-scatters the gradients itself, so the
-Trainer's all-reduce and its per-rank optimizer files would both have to change; that needs an SDK to test.
+On the XLA route (torch-neuronx + PyTorch/XLA, SDK <= 2.28) the optimizer is PyTorch/XLA's
+``ZeroRedundancyOptimizer`` (:func:`sharded_xla`; neuronx-distributed's ``NeuronZero1Optimizer`` and
+optimum-neuron's trainer build on the same class). It does the whole data-parallel step itself:
+reduce-scatter of the gradients, gradient clipping on the shards (its norm is all-reduced), the step on
+the local shard, all-gather of the weights. So the Trainer must not all-reduce or clip first
+(``BMojoTrainer`` skips both), and there is no consolidation: each rank saves and loads its own shard,
+``rank{r}-of-{world}-optimizer.pt``, with its fp32 master weights (exact resume under bf16).
 """
 
 from __future__ import annotations
@@ -44,6 +48,47 @@ def sharded(optimizer_class: type[torch.optim.Optimizer]) -> type[ZeroRedundancy
     return ZeRO1
 
 
+class XlaShards:
+    """Marks PyTorch/XLA ZeRO-1 optimizers (torch_xla is imported only when one is built)."""
+
+    last_grad_norm: torch.Tensor | None
+
+
+def sharded_xla(optimizer_class: type[torch.optim.Optimizer], max_grad_norm: float) -> type[torch.optim.Optimizer]:
+    """``optimizer_class`` made ZeRO-1 on PyTorch/XLA, same constructor as :func:`sharded`; it clips the
+    gradients to ``max_grad_norm`` itself (0: no clipping) and keeps the norm in ``last_grad_norm``."""
+    from torch_xla.distributed.zero_redundancy_optimizer import ZeroRedundancyOptimizer as XlaZeRO
+
+    class ZeRO1XLA(XlaZeRO, XlaShards):
+        def __init__(self, params, **defaults):
+            groups = [g for g in params if not isinstance(g, dict) or g["params"]]
+            super().__init__(
+                groups,
+                optimizer_class=optimizer_class,
+                grad_clipping=max_grad_norm > 0,
+                max_norm=max_grad_norm if max_grad_norm > 0 else None,
+                save_master_weights=True,
+                **defaults,
+            )
+            # One tensor for the run, updated in place: the Trainer keeps a reference to it before the step
+            # (its grad_norm) and reads it at logging time, after the step has computed the norm.
+            self.last_grad_norm = torch.zeros((), device=self.device) if max_grad_norm > 0 else None
+
+        def step(self, closure=None, **kwargs):
+            loss = super().step(closure, **kwargs)
+            if self.last_grad_norm is not None:
+                self.last_grad_norm.copy_(self._grad_norm)
+            return loss
+
+    ZeRO1XLA.__name__ = ZeRO1XLA.__qualname__ = f"ZeRO1XLA{optimizer_class.__name__}"
+    return ZeRO1XLA
+
+
+def xla_shard_file(rank: int, world_size: int) -> str:
+    """A rank's optimizer file in a checkpoint of a PyTorch/XLA ZeRO-1 run."""
+    return f"rank{rank}-of-{world_size}-optimizer.pt"
+
+
 def unwrap(optimizer) -> torch.optim.Optimizer:
     """The optimizer inside accelerate's / the Trainer's wrappers."""
     while hasattr(optimizer, "optimizer"):
@@ -52,7 +97,13 @@ def unwrap(optimizer) -> torch.optim.Optimizer:
 
 
 def is_sharded(optimizer) -> bool:
+    """ZeRO-1 of ``torch.distributed`` (consolidated before saving)."""
     return isinstance(unwrap(optimizer), ZeroRedundancyOptimizer)
+
+
+def is_sharded_xla(optimizer) -> bool:
+    """ZeRO-1 of PyTorch/XLA (one shard file per rank)."""
+    return isinstance(unwrap(optimizer), XlaShards)
 
 
 def consolidate(optimizer) -> None:
@@ -60,4 +111,4 @@ def consolidate(optimizer) -> None:
     unwrap(optimizer).consolidate_state_dict(to=0)
 
 
-__all__ = ["consolidate", "is_sharded", "sharded", "unwrap"]
+__all__ = ["consolidate", "is_sharded", "is_sharded_xla", "sharded", "sharded_xla", "unwrap", "xla_shard_file"]
