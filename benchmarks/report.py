@@ -38,6 +38,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("recall", "MQAR recall against sequence length", ("_length",)),
     ("mqar", "MQAR grid (training issue)", ("",)),
     ("mqar_long", "MQAR grid, longer training (training issue)", ("",)),
+    ("mqar_2500", "MQAR grid, zeros filler at 2500 steps (training issue)", ("",)),
     ("train_speed", "Training speed and memory", ("_length",)),
     ("decode", "Decode speed and cache size", ("",)),
     ("ops", "Op benchmarks", ()),
