@@ -3,7 +3,8 @@
 The step checks of :mod:`training.xla_check` run a hand-written step; this runs ``training.train.run``
 itself with ``train.device=xla``: the Trainer's XLA data loader, accelerate's optimizer wrapper, our
 checkpoints, and ZeRO-1 (``train.zero1``, PyTorch/XLA's sharded optimizer). Three runs of a tiny MQAR task,
-with gradient clipping that binds on every step (so that it is the optimizer's clipping that is compared):
+with 2 gradient-accumulation micro-batches per step and gradient clipping that binds on every step (so that
+it is the optimizer's clipping that is compared):
 
 1. ``adamw``: plain AdamW, :data:`STEPS` steps;
 2. ``zero1``: ZeRO-1, same steps. Its optimizer reduces, clips and steps by itself, and the Trainer's
@@ -40,7 +41,7 @@ WEIGHT_ATOL = 1e-5
 ARGS = [
     *"--task mqar --mqar-seq-len 32 --mqar-pairs 4 --mqar-vocab 64 --mqar-train-examples 256".split(),
     *"--mqar-eval-examples 16 --batch-size 4 --logging-steps 1 --no-tqdm --no-plot --precision fp32".split(),
-    *f"--warmup-steps 2 --device xla --max-grad-norm {MAX_GRAD_NORM} --save-steps 1000".split(),
+    *f"--warmup-steps 2 --device xla --max-grad-norm {MAX_GRAD_NORM} --save-steps 1000 --grad-accum 2".split(),
     *("--layer-pattern", "WSFB"),
     *("--set", "model.overrides.hidden_size=32", "--set", "model.overrides.intermediate_size=64"),
     *("--set", "model.overrides.num_attention_heads=2", "--set", "model.overrides.ssm_num_heads=2"),
