@@ -28,6 +28,11 @@ import torch.distributed as dist
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
 
+def _non_empty(param_groups) -> list:
+    # The Trainer passes a no-weight-decay group even when it is empty; both ZeRO-1 classes reject empty groups.
+    return [g for g in param_groups if not isinstance(g, dict) or g["params"]]
+
+
 def sharded(optimizer_class: type[torch.optim.Optimizer]) -> type[ZeroRedundancyOptimizer]:
     """``optimizer_class`` made ZeRO-1, with an ordinary optimizer's constructor ``cls(param_groups, **defaults)``
     (what the Trainer's ``optimizer_cls_and_kwargs`` calls); each rank steps ``optimizer_class`` on its share."""
@@ -36,8 +41,7 @@ def sharded(optimizer_class: type[torch.optim.Optimizer]) -> type[ZeroRedundancy
         def __init__(self, params, **defaults):
             if not (dist.is_available() and dist.is_initialized()):
                 raise RuntimeError("ZeRO-1 needs torch.distributed initialised (launch with torchrun)")
-            groups = [g for g in params if not isinstance(g, dict) or g["params"]]  # drop empty groups
-            super().__init__(groups, optimizer_class=optimizer_class, **defaults)
+            super().__init__(_non_empty(params), optimizer_class=optimizer_class, **defaults)
 
         def state_dict(self):
             if not self._all_state_dicts and not self.optim.state:
@@ -63,9 +67,8 @@ def sharded_xla(optimizer_class: type[torch.optim.Optimizer], max_grad_norm: flo
 
     class ZeRO1XLA(XlaZeRO, XlaShards):
         def __init__(self, params, **defaults):
-            groups = [g for g in params if not isinstance(g, dict) or g["params"]]
             super().__init__(
-                groups,
+                _non_empty(params),
                 optimizer_class=optimizer_class,
                 grad_clipping=max_grad_norm > 0,
                 max_norm=max_grad_norm if max_grad_norm > 0 else None,

@@ -32,6 +32,9 @@ import transformers
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from training import checkpoint
+from training.callbacks import METRICS_FILE
+
 STEPS = 6
 MAX_GRAD_NORM = 0.05  # below the tiny model's gradient norms (~0.3 to 3): clipping binds on every step
 # XLA against XLA, same graphs except the optimizer's: the clipping norm is summed in another order.
@@ -108,27 +111,27 @@ def _train(output_dir: Path, *extra: str, callbacks=()) -> Run:
     config, _ = parse([*ARGS, "--output-dir", str(output_dir), "--max-steps", str(STEPS), *extra])
     with gradient_all_reduces() as calls:
         run(config, callbacks=list(callbacks))
-    records = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines() if line]
-    last = max(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    records = [json.loads(line) for line in (output_dir / METRICS_FILE).read_text().splitlines() if line]
     return Run(
         {r["step"]: r["loss"] for r in records if "loss" in r},
         {r["step"]: r["grad_norm"] for r in records if "grad_norm" in r},
         load_file(output_dir / "model.safetensors"),
-        sorted(p.name for p in last.iterdir()),
+        _complete_checkpoint_files(output_dir),
         len(calls),
     )
 
 
+def _complete_checkpoint_files(output_dir: Path) -> list[str]:
+    """The files of the newest complete (manifest-verified) checkpoint; none if there is none."""
+    last = checkpoint.latest_complete(output_dir)
+    return [] if last is None else sorted(p.name for p in last.iterdir())
+
+
 def _max_diff(a: dict, b: dict) -> float:
+    """Largest |a - b| over the keys (floats or tensors); infinite if the keys differ."""
     if sorted(a) != sorted(b):
         return math.inf
-    return max(abs(a[k] - b[k]) for k in a)
-
-
-def _weights_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    if sorted(a) != sorted(b):
-        return math.inf
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
+    return max(float(torch.as_tensor(a[k] - b[k]).abs().max()) for k in a)
 
 
 @dataclass
@@ -149,7 +152,7 @@ def run_checks() -> list[Check]:
         adamw = _train(tmp / "adamw")
         zero1 = _train(tmp / "zero1", "--zero1")
         _train(tmp / "cut", "--zero1", callbacks=[StopAt(STEPS // 2)])
-        cut_files = sorted(p.name for p in (tmp / "cut" / f"checkpoint-{STEPS // 2}").iterdir())
+        cut_files = _complete_checkpoint_files(tmp / "cut")
         first = FirstStep()
         resumed = _train(tmp / "cut", "--zero1", "--resume", callbacks=[first])
 
@@ -186,7 +189,7 @@ def run_checks() -> list[Check]:
         )
     )
     loss_diff = abs(resumed.losses.get(STEPS, math.inf) - zero1.losses[STEPS])
-    weight_diff = _weights_diff(resumed.weights, zero1.weights)
+    weight_diff = _max_diff(resumed.weights, zero1.weights)
     checks.append(
         Check(
             "zero1-resume-exact",
