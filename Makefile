@@ -1,21 +1,38 @@
-# Every target creates .venv if it is missing and reinstalls only when pyproject.toml changed.
+# Every target creates .venv if it is missing and reinstalls when pyproject.toml or the lock changed.
 PY      ?= python3
 VENV    := .venv
 PYTHON  := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
+# Exact versions of every direct and transitive dependency of .venv (dev tools included), made by `make lock`.
+LOCK    := requirements.lock
 
-.PHONY: setup demo test test-slow lint format bench bench-quick bench-mqar bench-mqar-cpu bench-mqar-quick xla-check clean
+.PHONY: setup lock demo test test-slow test-latest lint format bench bench-quick bench-mqar bench-mqar-cpu bench-mqar-quick xla-check clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The lock holds torch's CPU wheel (2.13.0+cpu, on this machine's disk), so nothing pulls the CUDA build. The
+# package itself goes in without dependencies, and `pip check` fails if pyproject.toml asks for something the
+# lock lacks (then run `make lock`).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
-	$(PYTHON) -m pip install -q --upgrade pip
-	# torch first and pinned: an unpinned torch would pull the CUDA build.
-	$(PYTHON) -m pip install -q $(TORCH_PIN)
-	$(PYTHON) -m pip install -q -e ".[dev]" $(TORCH_PIN)
+	$(PYTHON) -m pip install -q -r $(LOCK)
+	$(PYTHON) -m pip install -q --no-deps -e .
+	$(PYTHON) -m pip check || { echo "setup: $(LOCK) does not satisfy pyproject.toml; run 'make lock'"; exit 1; }
 	touch $(STAMP)
+
+# Regenerate the lock after changing a dependency in pyproject.toml, or to move to newer releases on purpose
+# (after `make test-latest` passes with them). pip-tools runs in its own throw-away venv.
+LOCK_VENV := .venv-lock
+PIP_TOOLS := pip-tools==7.6.2
+
+lock:
+	test -x $(LOCK_VENV)/bin/python || $(PY) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q $(PIP_TOOLS)
+	echo "$(TORCH_PIN)" > $(LOCK_VENV)/torch-pin.txt
+	CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile -q --upgrade --extra dev --strip-extras \
+		--constraint $(LOCK_VENV)/torch-pin.txt --no-emit-index-url --no-emit-find-links --output-file $(LOCK) \
+		pyproject.toml
 
 demo: $(STAMP)
 	$(PYTHON) -m training.demo
@@ -27,6 +44,23 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PYTHON) -m pytest -q -m slow
 
+# The drift check: a separate venv with the newest releases that pyproject.toml's ranges allow (torch held at
+# the pinned CPU wheel), running the tests that face transformers, datasets and accelerate. It names every
+# package whose version differs from the lock, before the tests and again if they fail.
+LATEST_VENV   := .venv-latest
+LATEST_PYTHON := $(LATEST_VENV)/bin/python
+HF_TESTS      := tests/model tests/inference tests/training/test_train_cli.py tests/training/test_train_checkpoints.py
+
+test-latest:
+	test -x $(LATEST_PYTHON) || $(PY) -m venv $(LATEST_VENV)
+	$(LATEST_PYTHON) -m pip install -q $(TORCH_PIN)
+	$(LATEST_PYTHON) -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" $(TORCH_PIN)
+	@$(LATEST_PYTHON) tools/lock_drift.py $(LOCK)
+	@$(LATEST_PYTHON) -m pytest -q -p no:cacheprovider $(HF_TESTS); rc=$$?; \
+	if [ $$rc -ne 0 ]; then \
+		echo "test-latest: failed (pytest exit $$rc) with the newest releases; what differs from the lock:"; \
+		$(LATEST_PYTHON) tools/lock_drift.py $(LOCK) --title "differs from the lock (suspects)"; fi; exit $$rc
+
 lint: $(STAMP)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
@@ -36,7 +70,7 @@ format: $(STAMP)
 	$(PYTHON) -m ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST_VENV) $(LOCK_VENV) .pytest_cache .ruff_cache
 
 # The gate for the Trainium path (issue 8): PyTorch/XLA 2.9 on the CPU (PJRT_DEVICE=CPU) in its own venv,
 # since torch-xla 2.9 (the last PyTorch/XLA release Neuron supports) needs torch 2.9. PyPI has only the CUDA

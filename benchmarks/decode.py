@@ -118,7 +118,7 @@ def prefill(model, new_cache, context: int):
     ids = torch.randint(0, VOCAB, (1, context), generator=torch.Generator().manual_seed(context))
     cache = new_cache()
     t0 = time.perf_counter()
-    out = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    out = model(ids, cache=cache, use_cache=True, logits_to_keep=1)
     seconds = time.perf_counter() - t0
     token = out.logits[:, -1:].argmax(-1)
     for _ in range(3):
@@ -128,7 +128,7 @@ def prefill(model, new_cache, context: int):
 
 def decode_step(model, token, cache):
     """One greedy decode step: the next token."""
-    return model(token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+    return model(token, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
 
 
 @torch.inference_mode()
@@ -140,7 +140,7 @@ def ops_per_token(model, cache, token):
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        token = model(token, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        token = model(token, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)
     count = 0
     for e in prof.events():
         parent = e.cpu_parent

@@ -142,7 +142,7 @@ class BMojoCache(Cache):
     ``attention`` layers). Tensors are allocated on the first forward that uses the cache.
 
     Works with ``model.generate`` (greedy, sampling, ``num_return_sequences``, beam search, left padding,
-    ``prefill_chunk_size``) and with direct calls: ``model(ids, past_key_values=cache, use_cache=True)``
+    ``prefill_chunk_size``) and with direct calls: ``model(ids, cache=cache, use_cache=True)``
     processes ``ids`` after everything the cache has seen.
     """
 

@@ -11,6 +11,8 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+from .remote_code import AUTO_MAP, write_auto_module
+
 LAYER_TYPES = ("attention", "sliding_attention", "ssm", "bmojo_f", "bmojo")
 EIDETIC_POLICIES = ("topk", "fifo")
 INNOVATION_MODES = ("predictor", "key")
@@ -70,7 +72,7 @@ class BMojoConfig(PreTrainedConfig):
     """
 
     model_type = "bmojo"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache"]
     # Tensor parallelism (``from_pretrained(..., distributed_config=DistributedConfig(tp_size=N))``): the MLP of
     # every layer, Megatron-style. The mixers stay replicated: an exact split of a ``bmojo`` mixer would need
     # the eidetic selection's innovation score reduced across ranks (it sums over all K heads).
@@ -190,6 +192,13 @@ class BMojoConfig(PreTrainedConfig):
             raise ValueError(f"rms_norm_eps must be positive, got {self.rms_norm_eps!r}")
         if self.hidden_act != "silu":
             raise ValueError(f"hidden_act must be 'silu' (SwiGLU), got {self.hidden_act!r}")
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Also writes ``auto_map`` and its module, so the folder loads with ``trust_remote_code=True`` in a
+        process that never imported ``bmojo_neuron`` (:mod:`bmojo_neuron.remote_code`)."""
+        self.auto_map = dict(AUTO_MAP)
+        write_auto_module(save_directory)
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     @property
     def ssm_inner_size(self) -> int:

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+import transformers
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils.deprecation import deprecate_kwarg
 
 from . import ops
 from .cache import BMojoCache
@@ -281,8 +284,12 @@ class BMojoAttention(nn.Module):
         return self.o_proj(out.reshape(*hidden.shape[:2], -1)), aux
 
 
-class BMojoDecoderLayer(nn.Module):
-    """``x = x + mixer(norm(x)); x = x + mlp(norm(x))``."""
+class BMojoDecoderLayer(GradientCheckpointingLayer):
+    """``x = x + mixer(norm(x)); x = x + mlp(norm(x))``.
+
+    With ``model.gradient_checkpointing_enable()`` transformers recomputes the whole layer in the backward pass
+    instead of keeping its activations (only the training forward calls the layer; cached decoding does not).
+    """
 
     def __init__(self, config: BMojoConfig, layer_idx: int):
         super().__init__()
@@ -323,7 +330,7 @@ class BMojoPreTrainedModel(PreTrainedModel):
     config_class = BMojoConfig
     config: BMojoConfig
     base_model_prefix = "model"
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ["BMojoDecoderLayer"]
     _is_stateful = True
     # The loss is a mean over the batch's labels (plus the auxiliary loss): the Trainer must not rescale it
@@ -362,17 +369,18 @@ class BMojoModel(BMojoPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embed_tokens = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache: BMojoCache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> BMojoModelOutput:
         """Full forward over ``(batch, seq)`` tokens.
 
@@ -380,20 +388,23 @@ class BMojoModel(BMojoPreTrainedModel):
         then trails, where causality makes it harmless), running the layers, and rotating back. Positions are
         therefore counted from each row's first real token, and ``position_ids`` is ignored.
 
-        With ``use_cache=True`` or a ``past_key_values`` (:class:`~bmojo_neuron.cache.BMojoCache`), the tokens
-        are processed after the cache's state and the cache is updated (:mod:`bmojo_neuron.decoding`);
-        ``attention_mask`` then covers past and new columns, as in HF ``generate``.
+        With ``use_cache=True`` or a ``cache`` (:class:`~bmojo_neuron.cache.BMojoCache`), the tokens are
+        processed after the cache's state and the cache is updated (:mod:`bmojo_neuron.decoding`);
+        ``attention_mask`` then covers past and new columns, as in HF ``generate``. ``output_attentions`` is
+        accepted for the HF interface; no layer returns attention weights.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        if use_cache and past_key_values is None:
-            past_key_values = BMojoCache(self.config)
-        if past_key_values is not None:
+        if cache is None:
+            _refuse_decode_step_without_cache(attention_mask, hidden.shape[1])
+        if use_cache and cache is None:
+            cache = BMojoCache(self.config)
+        if cache is not None:
             from .decoding import cached_forward  # decoding imports this module's rotary helpers
 
-            hidden, all_hidden = cached_forward(self, hidden, attention_mask, past_key_values, output_hidden_states)
-            return BMojoModelOutput(last_hidden_state=hidden, past_key_values=past_key_values, hidden_states=all_hidden)
+            hidden, all_hidden = cached_forward(self, hidden, attention_mask, cache, output_hidden_states)
+            return BMojoModelOutput(last_hidden_state=hidden, cache=cache, hidden_states=all_hidden)
         batch, seq, _ = hidden.shape
         mask = None
         if attention_mask is not None:
@@ -429,7 +440,7 @@ class BMojoModel(BMojoPreTrainedModel):
         aux_loss = torch.stack(aux_losses).mean() if aux_losses else None
         return BMojoModelOutput(
             last_hidden_state=hidden,
-            past_key_values=None,
+            cache=None,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             aux_loss=aux_loss,
         )
@@ -457,25 +468,30 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache: BMojoCache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
     ) -> BMojoCausalLMOutput:
-        """``labels``: (batch, seq) token ids, -100 to ignore; the loss is the next-token cross-entropy."""
+        """``labels``: (batch, seq) token ids, -100 to ignore; the loss is the next-token cross-entropy.
+
+        There is no ``**kwargs``: an argument this model does not know raises ``TypeError`` instead of being
+        dropped (a renamed cache argument, swallowed that way, once made every decode step start from scratch).
+        """
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
@@ -494,7 +510,7 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
             loss=loss,
             aux_loss=outputs.aux_loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
         )
 
@@ -502,10 +518,44 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
     def _supports_default_dynamic_cache(cls) -> bool:
         return False  # B'MOJO layers keep constant-size state, not a growing key/value cache
 
+    def prepare_inputs_for_generation(
+        self, input_ids, next_sequence_length=None, cache=None, attention_mask=None, inputs_embeds=None, **kwargs
+    ):
+        """transformers' own preparation, after checking that a decode step still has the cache it needs."""
+        if kwargs.get("use_cache") and cache is None and not kwargs.get("is_first_iteration", False):
+            raise _missing_cache_error("prepare_inputs_for_generation got no `cache` after the prefill")
+        # `generate` leaves its stop-string tokenizers among the model's keyword arguments; they are for the
+        # stopping criteria, not for forward (which refuses arguments it does not know).
+        for generation_only in ("tokenizer", "assistant_tokenizer"):
+            kwargs.pop(generation_only, None)
+        return super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            cache=cache,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs) -> None:
         """``generate`` gets a :class:`BMojoCache` (allocated by the first forward) unless the user passed one."""
-        if model_kwargs.get("past_key_values") is None and generation_config.use_cache:
-            model_kwargs["past_key_values"] = BMojoCache(self.config)
+        if model_kwargs.get("cache") is None and generation_config.use_cache:
+            model_kwargs["cache"] = BMojoCache(self.config)
+
+
+def _missing_cache_error(detail: str) -> RuntimeError:
+    return RuntimeError(
+        f"a decode step arrived without a cache ({detail}): the cache of `generate` did not reach "
+        f"BMojoForCausalLM under the name `cache`, and decoding from an empty state would give wrong tokens. "
+        f"transformers {transformers.__version__} may pass it under another name; install a transformers "
+        "version that bmojo-neuron supports (the range in its pyproject.toml)."
+    )
+
+
+def _refuse_decode_step_without_cache(attention_mask: torch.Tensor | None, seq: int) -> None:
+    """An ``attention_mask`` longer than the input covers past tokens, which only a cache holds."""
+    if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] > seq:
+        raise _missing_cache_error(f"attention_mask covers {attention_mask.shape[1]} positions, input {seq}")
 
 
 __all__ = ["BMojoForCausalLM", "BMojoModel", "BMojoPreTrainedModel"]

@@ -74,13 +74,13 @@ class StaticBMojo(nn.Module):
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         cache = self.empty_cache()
         out = self.model(
-            input_ids, attention_mask=attention_mask, past_key_values=cache, use_cache=True, logits_to_keep=1
+            input_ids, attention_mask=attention_mask, cache=cache, use_cache=True, logits_to_keep=1
         )
         return (out.logits[:, -1], *cache.to_tensors())
 
     def decode(self, input_ids: torch.Tensor, *state: torch.Tensor):
         cache = self.cache_from(state)
-        out = self.model(input_ids, past_key_values=cache, use_cache=True)
+        out = self.model(input_ids, cache=cache, use_cache=True)
         return (out.logits[:, -1], *cache.to_tensors())
 
     def example_prefill(self, length: int):

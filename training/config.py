@@ -88,6 +88,7 @@ class TrainSection:
     fsdp_config: dict[str, Any] = field(default_factory=dict)  # merged into the FSDP defaults
     device: str = "auto"  # auto, cpu, cuda, xla (torch-neuronx / PyTorch-XLA), neuron (native TorchNeuron)
     zero1: bool = False  # DDP under torchrun, or XLA: shard the AdamW state across ranks (ZeRO-1, zero1.py)
+    gradient_checkpointing: bool = False  # recompute each decoder layer in the backward pass: less memory
     tqdm: bool = True  # progress bar
     plot: bool = True  # write curves.png at the end
 
@@ -252,6 +253,8 @@ SWITCHES = [
     ("--resume", "train.resume", "store_true",
      "continue from the newest complete checkpoint in --output-dir (incomplete ones are skipped)"),
     ("--zero1", "train.zero1", "store_true", "shard the AdamW state across the data-parallel ranks (ZeRO-1): DDP under torchrun, or --device xla"),
+    ("--gradient-checkpointing", "train.gradient_checkpointing", "store_true",
+     "recompute each decoder layer in the backward pass instead of keeping its activations (less memory, ~1/3 more compute)"),
     ("--no-tqdm", "train.tqdm", "store_false", "no progress bar"),
     ("--no-plot", "train.plot", "store_false", "do not write curves.png"),
 ]  # fmt: skip

@@ -39,7 +39,7 @@ def run_cached(model, ids, segments, attention_mask=None, cache=None):
     out = []
     for a, b in segments:
         mask = None if attention_mask is None else attention_mask[:, :b]
-        out.append(model(ids[:, a:b], attention_mask=mask, past_key_values=cache, use_cache=True).logits)
+        out.append(model(ids[:, a:b], attention_mask=mask, cache=cache, use_cache=True).logits)
     return torch.cat(out, 1), cache
 
 
@@ -73,11 +73,11 @@ def test_chunked_prefill_matches_full_prefill(kind, chunk):
     full = full_logits(model, ids)
     cache = BMojoCache(model.config)
     pieces = [
-        model(ids[:, a : a + chunk], past_key_values=cache, use_cache=True).logits for a in range(0, TOTAL, chunk)
+        model(ids[:, a : a + chunk], cache=cache, use_cache=True).logits for a in range(0, TOTAL, chunk)
     ]
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=ATOL, rtol=0)
     one_shot = BMojoCache(model.config)
-    model(ids, past_key_values=one_shot, use_cache=True)
+    model(ids, cache=one_shot, use_cache=True)
     expected = comparable_state(one_shot.state_names(), one_shot.to_tensors())
     for name, b in comparable_state(cache.state_names(), cache.to_tensors()).items():
         a = expected[name]

@@ -13,7 +13,7 @@ def feed(model, cache, n_tokens, chunk=512, seed=0):
     g = torch.Generator().manual_seed(seed)
     for a in range(0, n_tokens, chunk):
         ids = torch.randint(0, 256, (2, min(chunk, n_tokens - a)), generator=g)
-        model(ids, past_key_values=cache, use_cache=True)
+        model(ids, cache=cache, use_cache=True)
 
 
 @pytest.mark.parametrize(
@@ -48,10 +48,10 @@ def test_attention_layers_grow():
 def test_decode_step_keeps_shapes_and_dtypes():
     model = tiny_model(["bmojo", "ssm"])
     cache = BMojoCache(model.config)
-    model(torch.randint(0, 256, (2, 7)), past_key_values=cache, use_cache=True)
+    model(torch.randint(0, 256, (2, 7)), cache=cache, use_cache=True)
     before = [(t.shape, t.dtype) for t in cache.to_tensors()]
     for _ in range(5):
-        model(torch.randint(0, 256, (2, 1)), past_key_values=cache, use_cache=True)
+        model(torch.randint(0, 256, (2, 1)), cache=cache, use_cache=True)
     assert [(t.shape, t.dtype) for t in cache.to_tensors()] == before
 
 
@@ -60,10 +60,10 @@ def test_reset_and_batch_operations():
     model = tiny_model(["bmojo"])
     cache = BMojoCache(model.config)
     ids = torch.randint(0, 256, (2, 9))
-    first = model(ids, past_key_values=cache, use_cache=True).logits
+    first = model(ids, cache=cache, use_cache=True).logits
     cache.reset()
     assert cache.get_seq_length() == 0 and cache.positions.tolist() == [0, 0]
-    torch.testing.assert_close(model(ids, past_key_values=cache, use_cache=True).logits, first)
+    torch.testing.assert_close(model(ids, cache=cache, use_cache=True).logits, first)
     cache.batch_repeat_interleave(2)
     assert cache.batch_size == 4
     cache.batch_select_indices(torch.tensor([0, 3]))
@@ -74,10 +74,10 @@ def test_reset_and_batch_operations():
 def test_bad_inputs_raise_clear_errors():
     model = tiny_model(["bmojo"])
     cache = BMojoCache(model.config)
-    model(torch.randint(0, 256, (2, 3)), past_key_values=cache, use_cache=True)
+    model(torch.randint(0, 256, (2, 3)), cache=cache, use_cache=True)
     with pytest.raises(ValueError, match="rows"):
-        model(torch.randint(0, 256, (3, 1)), past_key_values=cache, use_cache=True)
+        model(torch.randint(0, 256, (3, 1)), cache=cache, use_cache=True)
     with pytest.raises(ValueError, match="attention_mask"):
-        model(torch.randint(0, 256, (2, 4)), attention_mask=torch.ones(2, 2), past_key_values=cache, use_cache=True)
+        model(torch.randint(0, 256, (2, 4)), attention_mask=torch.ones(2, 2), cache=cache, use_cache=True)
     with pytest.raises(NotImplementedError):
         cache.crop(1)

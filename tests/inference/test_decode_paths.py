@@ -25,10 +25,10 @@ TOTAL, PROMPT, ATOL = 30, 6, 1e-4
 
 def decode(model, ids, with_mask: bool):
     cache = BMojoCache(model.config)
-    out = [model(ids[:, :PROMPT], past_key_values=cache, use_cache=True).logits]
+    out = [model(ids[:, :PROMPT], cache=cache, use_cache=True).logits]
     for i in range(PROMPT, ids.shape[1]):
         mask = torch.ones(ids.shape[0], i + 1, dtype=torch.long) if with_mask else None
-        out.append(model(ids[:, i : i + 1], attention_mask=mask, past_key_values=cache, use_cache=True).logits)
+        out.append(model(ids[:, i : i + 1], attention_mask=mask, cache=cache, use_cache=True).logits)
     return torch.cat(out, 1), cache
 
 
@@ -76,10 +76,10 @@ def test_prompt_after_a_loaded_state_uses_the_general_path():
     model = tiny_model(["bmojo"])
     ids = torch.randint(0, 256, (1, 20), generator=torch.Generator().manual_seed(6))
     cache = BMojoCache(model.config)
-    model(ids[:, :9], past_key_values=cache, use_cache=True)
+    model(ids[:, :9], cache=cache, use_cache=True)
     copy = BMojoCache(model.config)
     copy.allocate(1, torch.float32, torch.device("cpu"))
     copy.load_tensors([t.clone() for t in cache.to_tensors()], steps=9)
     assert copy.host_position is None
-    tail = model(ids[:, 9:], past_key_values=copy, use_cache=True).logits
+    tail = model(ids[:, 9:], cache=copy, use_cache=True).logits
     torch.testing.assert_close(tail, full_logits(model, ids)[:, 9:], atol=ATOL, rtol=0)

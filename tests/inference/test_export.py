@@ -43,7 +43,7 @@ def test_prefill_of_every_bucket_matches_eager(exported, length):
     logits, state = runner.prefill(ids)
     torch.testing.assert_close(logits, full_logits(model, ids)[:, -1], atol=1e-4, rtol=0)
     cache = BMojoCache(model.config)
-    model(ids, past_key_values=cache, use_cache=True)
+    model(ids, cache=cache, use_cache=True)
     want = comparable_state(cache.state_names(), cache.to_tensors())
     for name, got in comparable_state(cache.state_names(), state).items():
         torch.testing.assert_close(got, want[name], atol=1e-4, rtol=0, msg=name)

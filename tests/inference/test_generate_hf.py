@@ -98,14 +98,14 @@ def test_generate_returns_the_cache_and_continues_from_it():
         eos_token_id=None,
         return_dict_in_generate=True,
     )
-    cache = first.past_key_values
+    cache = first.cache
     assert isinstance(cache, BMojoCache) and cache.get_seq_length() == 13 + 4
     # continuing from the returned cache gives the same tokens as one longer generate
     seq = first.sequences
     more = model.generate(
         seq,
         attention_mask=torch.cat([mask, torch.ones(3, 5, dtype=torch.long)], 1),
-        past_key_values=cache,
+        cache=cache,
         max_new_tokens=5,
         do_sample=False,
         pad_token_id=PAD,
