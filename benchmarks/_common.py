@@ -42,6 +42,7 @@ def environment_info() -> dict:
         "git_dirty": bool(dirty) if dirty != "unknown" else "unknown",
         "python": sys.version.split()[0],
         "torch": _version("torch"),
+        "transformers": _version("transformers"),
         "numpy": _version("numpy"),
         "ml_dtypes": _version("ml_dtypes"),
         "platform": platform.platform(),

@@ -87,6 +87,8 @@ def worker(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
     model = build_model(job["model"]).train()
+    if job.get("checkpointing"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, VOCAB, (1, job["seq"]))
     kwargs = {"use_cache": False} if job["model"] in BMOJO_TYPES else {}

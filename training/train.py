@@ -122,10 +122,10 @@ def make_training_arguments(config: RunConfig, device: str) -> TrainingArguments
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
-        # The Trainer calls model.gradient_checkpointing_enable(); non-reentrant checkpointing is PyTorch's
-        # recommended form (it also works when the inputs of a layer do not require gradients).
-        gradient_checkpointing=t.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
+        # transformers 5.24 names gradient checkpointing "activation checkpointing" (the Trainer then calls
+        # model.activation_checkpointing_enable). Non-reentrant is PyTorch's recommended form.
+        activation_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
         learning_rate=t.lr,
         lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr_rate": t.min_lr_ratio},

@@ -72,9 +72,7 @@ def test_chunked_prefill_matches_full_prefill(kind, chunk):
     ids = torch.randint(0, 256, (2, TOTAL), generator=torch.Generator().manual_seed(chunk))
     full = full_logits(model, ids)
     cache = BMojoCache(model.config)
-    pieces = [
-        model(ids[:, a : a + chunk], cache=cache, use_cache=True).logits for a in range(0, TOTAL, chunk)
-    ]
+    pieces = [model(ids[:, a : a + chunk], cache=cache, use_cache=True).logits for a in range(0, TOTAL, chunk)]
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=ATOL, rtol=0)
     one_shot = BMojoCache(model.config)
     model(ids, cache=one_shot, use_cache=True)

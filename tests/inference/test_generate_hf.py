@@ -33,7 +33,10 @@ def generate(model, use_cache, seed=0, **kwargs):
         return model.generate(ids, attention_mask=mask, use_cache=use_cache, pad_token_id=PAD, **kwargs)
 
 
-@pytest.mark.parametrize("layer_types", [["bmojo"] * 2, ["bmojo_f"] * 2, ["ssm"] * 2, HYBRID], ids=str)
+LAYER_STACKS = [[t] * 2 for t in ("bmojo", "bmojo_f", "ssm", "sliding_attention", "attention")] + [HYBRID]
+
+
+@pytest.mark.parametrize("layer_types", LAYER_STACKS, ids=str)
 def test_greedy_with_cache_equals_without(layer_types):
     model = tiny_model(layer_types)
     kwargs = dict(max_new_tokens=14, do_sample=False, eos_token_id=None)
