@@ -28,7 +28,7 @@ from transformers import TrainingArguments, default_data_collator
 
 from bmojo_neuron import BMojoConfig
 
-from . import checkpoint, distributed, neuron
+from . import checkpoint, distributed, memory, neuron
 from .callbacks import METRICS_FILE, GracefulStopCallback, MetricsJSONLCallback
 from .config import ConfigError, RunConfig, parse
 from .data import DataError, build_lm_datasets, load_tokenizer
@@ -186,6 +186,9 @@ def print_params(config: RunConfig, tokenizer) -> None:
     for name in PRESETS:
         c = model_config(name, vocab)
         print(f"{name:>8}  {count_parameters(c):>15,}  {c.num_hidden_layers:>6} x {c.hidden_size}")
+    accelerators = {name: model_config(name, vocab) for name in PRESETS if name not in ("tiny", "small")}
+    counts = {name: count_parameters(c) for name, c in accelerators.items()}
+    print("\n" + "\n".join(memory.preset_report(accelerators, counts)))
     c = make_model_config(config, tokenizer)
     print(
         f"\nthis run: preset {config.model.preset}, layer types {c.layer_types}\n  {count_parameters(c):,} parameters"
