@@ -51,7 +51,9 @@ def drift(lock: dict[str, str], env: dict[str, str], ignore: set[str]) -> list[s
         for name in sorted(lock)
         if name in env and env[name] != lock[name] and name not in ignore
     ]
-    missing_in_lock = [f"{name} {env[name]} (not in the lock)" for name in sorted(env) if name not in lock.keys() | ignore]
+    missing_in_lock = [
+        f"{name} {env[name]} (not in the lock)" for name in sorted(env) if name not in lock.keys() | ignore
+    ]
     return changed + missing_in_lock
 
 
