@@ -85,14 +85,17 @@ XLA_PINS   := torch==2.9.1 torch-xla==2.9.0
 # reason, instead of pip's "No space left on device" halfway through (a CI run hit exactly that).
 XLA_NEED_GB := 9
 
-$(XLA_STAMP): pyproject.toml
+$(XLA_STAMP): pyproject.toml $(LOCK)
 	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
 	if [ ! -d $(XLA_VENV)/lib ] && [ "$$free" -lt $(XLA_NEED_GB) ]; then \
 		echo "xla-check: building $(XLA_VENV) needs ~$(XLA_NEED_GB) GB free on this disk, $$free GB is (df -h .)"; exit 1; fi
 	test -x $(XLA_PYTHON) || $(PY) -m venv $(XLA_VENV)
 	$(XLA_PYTHON) -m pip install -q --no-cache-dir $(XLA_PINS)
-	# The package and its dependencies, torch held at 2.9 (an unpinned resolve could upgrade it).
-	$(XLA_PYTHON) -m pip install -q --no-cache-dir -e . $(XLA_PINS)
+	# Everything else at the locked versions, as in .venv (the lock's torch is the 2.13 CPU wheel: left out).
+	grep -v '^torch==' $(LOCK) > $(XLA_VENV)/lock-without-torch.txt
+	$(XLA_PYTHON) -m pip install -q --no-cache-dir -r $(XLA_VENV)/lock-without-torch.txt $(XLA_PINS)
+	$(XLA_PYTHON) -m pip install -q --no-cache-dir --no-deps -e .
+	$(XLA_PYTHON) -m pip check
 	touch $(XLA_STAMP)
 
 xla-check: $(XLA_STAMP)
