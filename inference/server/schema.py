@@ -16,7 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from ..engine import SamplingParams
@@ -105,14 +115,20 @@ class _Sampling(BaseModel):
                     raise ValueError(f"'{name}' is not supported by this server")
         return body
 
-    @model_validator(mode="after")
-    def _within_limits(self, info: ValidationInfo):
-        limits = _limits(info)
-        if self.max_tokens is not None and self.max_tokens >= limits.max_context:
-            raise ValueError(f"max_tokens must be below the context limit of {limits.max_context} tokens")
-        for s in self.stops:
+    @field_validator("max_tokens", "max_completion_tokens", check_fields=False)
+    @classmethod
+    def _below_context(cls, value: int | None, info: ValidationInfo):
+        limit = _limits(info).max_context
+        if value is not None and value >= limit:
+            raise ValueError(f"must be below the context limit of {limit} tokens")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_text(cls, value):
+        for s in [value] if isinstance(value, str) else value or []:
             _text(s, "a stop string")
-        return self
+        return value
 
     @property
     def stops(self) -> list[str]:
@@ -187,8 +203,6 @@ class ChatRequest(_Sampling):
     def _messages(self, info: ValidationInfo):
         limits = _limits(info)
         if self.max_completion_tokens is not None:  # the newer name wins, as in OpenAI's API
-            if self.max_completion_tokens >= limits.max_context:
-                raise ValueError(f"max_completion_tokens must be below the context limit of {limits.max_context}")
             self.max_tokens = self.max_completion_tokens
         total = 0
         for i, message in enumerate(self.messages):
