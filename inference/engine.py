@@ -42,6 +42,7 @@ class SamplingParams:
     """Validated decoding parameters of one request (temperature 0 = greedy)."""
 
     max_new_tokens: int = 16
+    fit_context: bool = False  # shorten max_new_tokens to what the context leaves after the prompt (a default)
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -120,6 +121,8 @@ class Engine:
         p = job.params
         if not ids:
             raise PromptTooLong("the prompt encodes to no tokens")
+        if p.fit_context and len(ids) < self.max_context:
+            p.max_new_tokens = min(p.max_new_tokens, self.max_context - len(ids))
         if len(ids) + p.max_new_tokens > self.max_context:
             raise PromptTooLong(
                 f"this model's context limit is {self.max_context} tokens, but {len(ids) + p.max_new_tokens} "

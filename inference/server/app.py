@@ -194,7 +194,7 @@ def create_app(engine: Engine, model_name: str, settings: Settings | None = None
     async def completions(request: Request):
         req = CompletionRequest.model_validate(await _read_json(request, settings), context={"limits": limits})
         check_model(req.model)
-        return await run(request, Job(req.prompt, req.sampling_params(16, limits), req.stream), chat=False)
+        return await run(request, Job(req.prompt, req.sampling_params(16), req.stream), chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -202,7 +202,9 @@ def create_app(engine: Engine, model_name: str, settings: Settings | None = None
             raise APIError(404, "this model's tokenizer has no chat template; use /v1/completions", code="not_found")
         req = ChatRequest.model_validate(await _read_json(request, settings), context={"limits": limits})
         check_model(req.model)
-        return await run(request, Job(req.chat(), req.sampling_params(256, limits), req.stream), chat=True)
+        # Without max_tokens OpenAI generates up to the context's end; this server stops at 256 tokens.
+        params = req.sampling_params(256, fit_context=True)
+        return await run(request, Job(req.chat(), params, req.stream), chat=True)
 
     return app
 

@@ -134,10 +134,11 @@ class _Sampling(BaseModel):
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
 
-    def sampling_params(self, default_max_tokens: int, limits: Limits) -> SamplingParams:
-        max_tokens = self.max_tokens or min(default_max_tokens, limits.max_context - 1)
+    def sampling_params(self, default_max_tokens: int, fit_context: bool = False) -> SamplingParams:
+        """``fit_context``: without max_tokens, generate at most the default and what the context leaves."""
         return SamplingParams(
-            max_new_tokens=max_tokens,
+            max_new_tokens=self.max_tokens or default_max_tokens,
+            fit_context=fit_context and self.max_tokens is None,
             temperature=self.temperature,
             top_p=self.top_p,
             top_k=max(self.top_k, 0),

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 import torch
-from serve_fixtures import NAME, post_json, request, serving
+from serve_fixtures import MAX_CONTEXT, NAME, post_json, request, serving
 
 from inference.loading import load_model_and_tokenizer
 
@@ -188,3 +188,11 @@ def test_serve_main_rejects_a_bad_model_dir(tmp_path, capsys):
 
     assert main(["--model", str(tmp_path / "missing"), "--port", "0"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_chat_without_max_tokens_fills_the_context(client):
+    """The default of 256 tokens does not fit in a 64-token context: it is shortened, not refused."""
+    messages = [{"role": "user", "content": "Hi"}]
+    resp = client.chat.completions.create(model=NAME, messages=messages, temperature=0)
+    assert resp.usage.total_tokens <= MAX_CONTEXT
+    assert resp.choices[0].finish_reason == "stop" or resp.usage.total_tokens == MAX_CONTEXT
