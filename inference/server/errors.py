@@ -35,6 +35,8 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self, headers: dict | None = None) -> JSONResponse:
+        if self.status in (408, 413):  # the rest of the body may still come: it must not be read as a request
+            headers = {**(headers or {}), "Connection": "close"}
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 

@@ -31,9 +31,7 @@ class RequestLimits:
             return await APIError(414, f"the URL is over {self.max_url} bytes").response()(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            # Close the connection: the unread body must not be taken as the next request.
-            response = BodyTooLarge(self.max_body).response({"Connection": "close"})
-            return await response(scope, receive, send)
+            return await BodyTooLarge(self.max_body).response()(scope, receive, send)
 
         seen = 0
 

@@ -123,3 +123,13 @@ def test_sigterm_lets_in_flight_requests_finish(saved_model_dir):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_console_script_points_at_main():
+    import tomllib
+
+    from inference import serve
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts["bmojo-serve"].partition(":")
+    assert (module, function) == ("inference.serve", "main") and callable(serve.main)
