@@ -63,7 +63,7 @@ class Job:
     prompt: str | list[dict] | list[int]
     params: SamplingParams
     stream: bool = False
-    events: queue.Queue = field(default_factory=queue.Queue)
+    events: queue.Queue = field(default_factory=queue.Queue)  # or anything with put(): the server hands its own
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def emit(self, *event) -> None:

@@ -61,7 +61,10 @@ class _LoopQueue:
         self.loop, self.queue = loop, asyncio.Queue()
 
     def put(self, event: tuple) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        except RuntimeError:  # the loop has closed (server stopped): nobody is waiting for these events
+            pass
 
 
 async def _read_json(request: Request, settings: Settings) -> dict:
@@ -113,6 +116,19 @@ def _events(job: Job, events: asyncio.Queue, deadline: float) -> AsyncIterator[t
     return gen()
 
 
+_GONE = object()
+
+
+async def _unless_gone(work, gone: asyncio.Future):
+    """``await work``, or ``_GONE`` if the client disconnects first (``work`` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return task.result()
+    task.cancel()
+    return _GONE
+
+
 async def _disconnected(request: Request) -> None:
     """Returns once the client has gone (the body is read by then, so only a disconnect can arrive)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -155,27 +171,26 @@ def create_app(engine: Engine, model_name: str, settings: Settings | None = None
         except EngineBusy as err:
             raise APIError(503, str(err)) from err
         stream = _events(job, events.queue, time.monotonic() + settings.request_timeout)
+        # Until the response starts, watch for the client leaving: its job is then dropped, queued or running.
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            _, prompt_tokens = await anext(stream)  # a prompt error arrives before any output: a plain 4xx
+            start = await _unless_gone(anext(stream), gone)  # a prompt error arrives before any output: a 4xx
+            if start is not _GONE and job.stream:
+                gone.cancel()  # from here StreamingResponse watches the connection itself
+                rid = responses.new_id("chatcmpl" if chat else "cmpl")
+                body = _sse(stream, job, rid, model_name, chat)
+                return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            choices = _GONE if start is _GONE else await _unless_gone(_collect(stream), gone)
         except BaseException:
             job.cancelled.set()
             raise
-        rid = responses.new_id("chatcmpl" if chat else "cmpl")
-        if job.stream:
-            body = _sse(stream, job, rid, model_name, chat)
-            return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        collect = asyncio.ensure_future(_collect(stream))
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             gone.cancel()
-            if not collect.done():  # the client left: stop generating for it
-                job.cancelled.set()
-                collect.cancel()
-        choices = collect.result() if not collect.cancelled() else []
+        if choices is _GONE:
+            job.cancelled.set()
+            return APIError(499, "the client closed the request").response()  # for the access log only
         make = responses.chat_response if chat else responses.completion_response
-        return make(rid, model_name, choices, prompt_tokens)
+        return make(responses.new_id("chatcmpl" if chat else "cmpl"), model_name, choices, start[1])
 
     @app.get("/health")
     async def health():

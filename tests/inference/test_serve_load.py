@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -23,8 +24,10 @@ class _BlockingModel:
     def __init__(self, model):
         self.config, self.device = model.config, model.device
         self.release = threading.Event()
+        self.calls = 0
 
     def generate(self, input_ids, **kwargs):
+        self.calls += 1
         self.release.wait(60)
         return input_ids
 
@@ -63,3 +66,27 @@ def test_a_64_client_burst_gets_queue_slots_or_503(saved_model_dir):
     busy = [body for status, _, body in results if status == 503]
     assert all(body["error"]["code"] == "server_busy" for body in busy)
     assert all(ctype == "application/json" for _, ctype, _ in results)
+
+
+def test_a_request_whose_client_left_is_not_generated(saved_model_dir):
+    """A waiting request whose client disconnects is dropped from the queue, not run for nobody."""
+    model, tokenizer = load_model_and_tokenizer(saved_model_dir)
+    blocking = _BlockingModel(model)
+    body = json.dumps({"model": NAME, "prompt": "hi", "max_tokens": 2})
+    with serving(blocking, tokenizer, max_queue=QUEUE) as url:
+        parts = urlsplit(url)
+        running = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        running.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        deadline = time.monotonic() + 30
+        while blocking.calls == 0 and time.monotonic() < deadline:  # the worker holds the first request
+            time.sleep(0.02)
+        leaving = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        leaving.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        time.sleep(0.5)
+        leaving.close()
+        time.sleep(0.5)
+        blocking.release.set()
+        assert running.getresponse().status == 200
+        running.close()
+        time.sleep(0.5)
+    assert blocking.calls == 1
