@@ -189,22 +189,24 @@ class _TextWatch(StoppingCriteria):
     """
 
     def __init__(self, tokenizer, stops: list[str], n: int, prompt_len: int, job: Job):
-        self.tokenizer, self.stops, self.prompt_len, self.job = tokenizer, stops, prompt_len, job
+        self.tokenizer, self.stops, self.job = tokenizer, stops, job
         self.eos = tokenizer.eos_token_id
         self.tokens: list[list[int]] = [[] for _ in range(n)]
         self.sent = [0] * n
         self.reason: list[str | None] = [None] * n
+        self.seen = prompt_len  # columns of input_ids already read
 
     def __call__(self, input_ids, scores, **kwargs):
-        for row, seq in enumerate(input_ids[:, self.prompt_len :].tolist()):
+        for row, new in enumerate(input_ids[:, self.seen :].tolist()):
             if self.reason[row] is None:
-                self._advance(row, seq)
+                self._advance(row, new)
+        self.seen = input_ids.shape[1]
         done = [r is not None or self.job.cancelled.is_set() for r in self.reason]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
-    def _advance(self, row: int, seq: list[int]) -> None:
+    def _advance(self, row: int, new: list[int]) -> None:
         tokens = self.tokens[row]
-        for token in seq[len(tokens) :]:
+        for token in new:
             tokens.append(token)
             if token == self.eos:
                 self.reason[row] = "stop"
