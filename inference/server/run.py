@@ -7,13 +7,29 @@ shutdown (which closes the engine).
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+class JSONErrorH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, whose reply to a malformed request (bad framing, a bad Content-Length, headers
+    over the size limit) is OpenAI's JSON error instead of plain text."""
+
+    def send_400_response(self, msg: str) -> None:
+        error = {"message": f"malformed HTTP request: {msg}", "type": "invalid_request_error", "param": None}
+        body = json.dumps({"error": error | {"code": "bad_request"}}).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,7 @@ def url_of(sock: socket.socket) -> str:
 def make_server(app, options: ServerOptions) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
-        http="h11",  # pure Python and always installed with uvicorn: the same parser everywhere
+        http=JSONErrorH11Protocol,  # h11: pure Python and always installed with uvicorn
         lifespan="on",
         backlog=options.backlog,
         limit_concurrency=options.max_connections,

@@ -70,6 +70,22 @@ def test_http_errors_are_openai_json(url, method, path, body, headers, status):
     assert_error(*request(url, method, path, body, headers), status)
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
+        b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        b"NOT HTTP\r\n\r\n",
+    ],
+    ids=["bad-length", "two-lengths", "garbage"],
+)
+def test_malformed_http_gets_a_json_400(url, head):
+    reply = exchange(url, head, timeout=5)
+    status, _, body = reply.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400") and b"application/json" in status
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+
+
 def test_chunked_body_over_the_limit_is_413(url):
     chunk = b"x" * 8000
     head = b"POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
