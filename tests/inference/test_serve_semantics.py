@@ -7,6 +7,8 @@ can be derived from a direct greedy ``generate``."""
 
 from __future__ import annotations
 
+import functools
+
 import openai
 import pytest
 import torch
@@ -49,7 +51,8 @@ def reference(saved_model_dir):
     """Greedy continuation of token ids by a separate copy of the model: (text, ended_with_eos)."""
     model, tokenizer = ascii_model(saved_model_dir)
 
-    def greedy(ids: list[int], max_new_tokens: int = MAX_TOKENS) -> tuple[str, bool]:
+    @functools.cache
+    def greedy(ids: tuple[int, ...], max_new_tokens: int = MAX_TOKENS) -> tuple[str, bool]:
         ids_t = torch.tensor([ids])
         out = model.generate(
             ids_t,
@@ -83,7 +86,7 @@ def ask(client, prompt: str, stop: str | None, stream: bool) -> tuple[str, str, 
     return "".join(c.choices[0].text for c in chunks), chunks[-1].choices[0].finish_reason, None
 
 
-PROMPTS = ["Hello", "Stop", "abc xyz", "The cat"]
+PROMPTS = ["Hello", "Stop", "abc xyz"]
 # How the stop string is made from the prompt and its greedy completion.
 STOPS = {
     "none": lambda prompt, full: None,
@@ -100,7 +103,7 @@ STOPS = {
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_stream_and_whole_agree_with_generate(client, reference, prompt, kind):
     tokenizer, greedy = reference
-    full, eos = greedy(tokenizer(prompt).input_ids)
+    full, eos = greedy(tuple(tokenizer(prompt).input_ids))
     stop = STOPS[kind](prompt, full) or None
     text, reason, tokens = expected(full, eos, stop)
     assert ask(client, prompt, stop, stream=False) == (text, reason, tokens)
@@ -112,7 +115,7 @@ def test_a_stop_string_across_the_prompt_end_is_not_matched(client, reference):
     tokenizer, greedy = reference
     cases = 0
     for prompt in PROMPTS:
-        full, eos = greedy(tokenizer(prompt).input_ids)
+        full, eos = greedy(tuple(tokenizer(prompt).input_ids))
         stop = prompt[-1] + full[:1]
         if len(full) < 4 or stop in full:
             continue
@@ -156,4 +159,4 @@ def test_chat_content_is_never_special_tokens(client, reference):
 
     resp = client.chat.completions.create(model=NAME, messages=messages, max_tokens=8, temperature=0)
     assert resp.usage.prompt_tokens == len(ids)
-    assert resp.choices[0].message.content == greedy(ids, 8)[0]
+    assert resp.choices[0].message.content == greedy(tuple(ids), 8)[0]
