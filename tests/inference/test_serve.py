@@ -2,41 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 import torch
+from serve_fixtures import MAX_CONTEXT, NAME, post_json, request, serving
 
 from inference.loading import load_model_and_tokenizer
-from inference.serve import create_server
-
-MAX_CONTEXT = 64
-NAME = "tiny"
 
 
 @pytest.fixture(scope="module")
-def server(saved_model_dir):
+def url(saved_model_dir):
     model, tokenizer = load_model_and_tokenizer(saved_model_dir)
-    srv = create_server(
-        model, tokenizer, "127.0.0.1", 0, NAME, max_context=MAX_CONTEXT, max_queue=32, request_timeout=60
-    )
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
+    with serving(model, tokenizer) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+def client(url):
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +46,8 @@ def reference(saved_model_dir):
     return tokenizer, greedy
 
 
-def raw(server, method, path, body: bytes | None = None, headers=None):
-    req = urllib.request.Request(server.url + path, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def test_health_and_models(server, client):
-    assert raw(server, "GET", "/health") == (200, {"status": "ok"})
+def test_health_and_models(url, client):
+    assert request(url, "GET", "/health")[::2] == (200, {"status": "ok"})
     assert [m.id for m in client.models.list().data] == [NAME]
 
 
@@ -129,8 +107,8 @@ def test_stop_string_cuts_the_text(client, stream):
     assert (text, reason) == (full[:cut], "stop")
 
 
-def test_errors_are_json_with_4xx(server, client):
-    status, body = raw(server, "POST", "/v1/completions", b"{not json", {"Content-Type": "application/json"})
+def test_errors_are_json_with_4xx(url, client):
+    status, body = post_json(url, "/v1/completions", b"{not json")
     assert status == 400 and "not valid JSON" in body["error"]["message"]
     with pytest.raises(openai.NotFoundError) as err:
         client.completions.create(model="gpt-4", prompt="x", max_tokens=2)
@@ -151,9 +129,9 @@ def test_errors_are_json_with_4xx(server, client):
     assert err.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=NAME, messages=[], max_tokens=2)
-    assert raw(server, "GET", "/nope")[0] == 404
-    assert raw(server, "GET", "/v1/completions")[0] == 405
-    status, body = raw(server, "POST", "/v1/completions", b"[1, 2]", {"Content-Type": "application/json"})
+    assert request(url, "GET", "/nope")[0] == 404
+    assert request(url, "GET", "/v1/completions")[0] == 405
+    status, body = post_json(url, "/v1/completions", b"[1, 2]")
     assert status == 400 and body["error"]["type"] == "invalid_request_error"
 
 
@@ -210,3 +188,11 @@ def test_serve_main_rejects_a_bad_model_dir(tmp_path, capsys):
 
     assert main(["--model", str(tmp_path / "missing"), "--port", "0"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_chat_without_max_tokens_fills_the_context(client):
+    """The default of 256 tokens does not fit in a 64-token context: it is shortened, not refused."""
+    messages = [{"role": "user", "content": "Hi"}]
+    resp = client.chat.completions.create(model=NAME, messages=messages, temperature=0)
+    assert resp.usage.total_tokens <= MAX_CONTEXT
+    assert resp.choices[0].finish_reason == "stop" or resp.usage.total_tokens == MAX_CONTEXT
