@@ -4,12 +4,13 @@ Activation memory is measured, not modelled: a one- and a two-layer model of the
 training forward pass, and every tensor autograd saves for the backward pass is counted (parameters
 excluded, each storage once). The difference is one decoder layer's saved activations, which grow linearly
 with the tokens of a batch. The pass runs on PyTorch's meta device (shapes only, seconds even for the 1.4b
-widths); on the CPU the count agrees to a few percent (tested). The rest is arithmetic, in :func:`estimate`.
+widths); on the CPU the count is the same (tested to 1%). The rest is arithmetic, in :func:`estimate`.
 """
 
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -26,22 +27,26 @@ WEIGHT_GRAD_BYTES, ADAM_BYTES = 8, 8
 
 def saved_activation_bytes(model: torch.nn.Module, input_ids: torch.Tensor) -> int:
     """Bytes of the tensors that one training forward of ``model`` saves for backward (parameters excluded)."""
-    # A storage's identity is its C object (`_cdata`): meta tensors have no data pointer to tell them apart.
-    params = {p.untyped_storage()._cdata for p in model.parameters()}
-    seen: set[int] = set()
-    total = 0
+    saved: list[weakref.ref] = []
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        storage = tensor.untyped_storage()
-        if storage._cdata not in params and storage._cdata not in seen:
-            seen.add(storage._cdata)
-            total += storage.nbytes()
+        saved.append(weakref.ref(tensor))
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(input_ids, labels=input_ids)
-    return total
+        output = model(input_ids, labels=input_ids)
+    # Counted while the graph (held by `output`) is alive: what a branch of the forward saved and then dropped
+    # is gone, and no storage can have been freed and its address reused. A storage's identity is its C
+    # object (`_cdata`): meta tensors have no data pointer to tell them apart.
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    sizes = {}
+    for ref in saved:
+        tensor = ref()
+        if tensor is not None:
+            storage = tensor.untyped_storage()
+            sizes[storage._cdata] = storage.nbytes()
+    del output
+    return sum(size for key, size in sizes.items() if key not in params)
 
 
 def layer_bytes_per_token(config: BMojoConfig, tokens: int | None = None, device: str = "meta") -> float:
