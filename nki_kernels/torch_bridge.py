@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from nki_kernels._nki import HAVE_REAL_NKI, nki
+from nki_kernels.host_checks import check_gather_args, check_scan_args, check_select_args
 from nki_kernels.interp.targets import resolve_target
 from nki_kernels.interp.torch_io import to_numpy, to_torch
 from nki_kernels.kernels.eidetic_select import eidetic_select_kernel
@@ -104,6 +105,7 @@ def ssd_scan_sim(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
     Returns ``(y, final_state)``; y in ``x.dtype`` (the kernel computes in bf16 for bf16 x, else fp32),
     final_state fp32. Differentiable w.r.t. every tensor argument (backward kernel, fp32).
     """
+    check_scan_args(x, B, chunk_size)
     return _SsdScan.apply(x, dt, A, B, C, D, initial_state, chunk_size)
 
 
@@ -112,6 +114,7 @@ def eidetic_select_sim(scores, chunk_size, topk, slots, policy, lag):
 
     Returns ``idx`` (batch, n_chunks, slots) int64 and ``valid`` bool; not differentiable.
     """
+    check_select_args(int(chunk_size), int(topk), int(slots), policy, int(lag))
     idx, valid = run(
         eidetic_select_kernel, _np(scores, torch.float32), int(chunk_size), int(topk), int(slots), policy, int(lag)
     )
@@ -145,6 +148,7 @@ class _GatherRows(torch.autograd.Function):
 
 def gather_rows_sim(src, idx):
     """``out[b, i] = src[b, idx[b, i]]`` through the gather kernel; backward = scatter-add kernel."""
+    check_gather_args(src, idx)
     return _GatherRows.apply(src, idx)
 
 

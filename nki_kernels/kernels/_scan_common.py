@@ -6,26 +6,28 @@ from nki_kernels._nki import nisa, nl
 
 from ._tiles import MAX_CHUNK, MAX_HEAD_DIM, MAX_STATE
 
+# Positions in the tuple chunk_columns returns (NKI kernels have no dict literals in the parsing front end).
+DT, DA, BIAS, ECS, W, DECAY, NEGCS, U = 0, 1, 2, 3, 4, 5, 6, 7
 
-def check_scan_shapes(x, B, chunk_size: int) -> None:
-    """Raise ValueError when a shape is outside what the scan kernels tile."""
-    P, N = x.shape[3], B.shape[3]
-    if not 1 <= chunk_size <= MAX_CHUNK:
-        raise ValueError(f"ssd scan kernel: chunk_size {chunk_size} must be in 1..{MAX_CHUNK} (chunk on partitions)")
-    if P > MAX_HEAD_DIM:
-        raise ValueError(f"ssd scan kernel: head_dim {P} exceeds {MAX_HEAD_DIM}")
-    if N > MAX_STATE:
-        raise ValueError(f"ssd scan kernel: state size {N} exceeds {MAX_STATE}")
+
+def check_scan_shapes(x, B, chunk_size: int):
+    """Trace-time shape checks (the host wrappers check the same with clear ValueErrors first)."""
+    assert 1 <= chunk_size, "ssd scan kernel: chunk_size must be >= 1"
+    assert chunk_size <= MAX_CHUNK, "ssd scan kernel: chunk_size above 128 (the chunk lies on partitions)"
+    assert x.shape[3] <= MAX_HEAD_DIM, "ssd scan kernel: head_dim above 128"
+    assert B.shape[3] <= MAX_STATE, "ssd scan kernel: state size above 128"
 
 
 def chunk_columns(dt, A_col, b: int, h: int, c0: int, n_cols: int, L: int, R: int, tri, ones, backward=False):
     """Per-chunk scalars of chunks ``c0 .. c0 + n_cols - 1`` as ``[L, n_cols]`` fp32 columns (row s of column j
-    belongs to time ``(c0 + j) L + s``), in a dict:
+    belongs to time ``(c0 + j) L + s``), as a tuple indexed by ``DT .. U``:
 
     ``dt``; ``dA = dt A``; ``bias = log dt - cs`` with ``cs`` the inclusive cumulative sum of dA in the chunk;
     ``ecs = exp(cs)``; ``w = dt exp(cs_last - cs)``; ``decay [R, n_cols] = exp(cs_last)`` on every row; and
-    with ``backward``: ``negcs = -cs`` and ``u = exp(cs_last - cs)``.
-    Rows past the end of the sequence hold dt = 0, so they add nothing to any sum.
+    with ``backward``: ``negcs = -cs`` and ``u = exp(cs_last - cs)`` (else None).
+    Rows past the end of the sequence hold dt = 0, so they add nothing to any sum; ``log`` reads dt with those
+    rows set to 1, so every ScalarE log input stays inside its valid range [2^-64, 2^64] (no consumer reads
+    the padding rows of ``bias`` / ``w``).
     """
     batch, seq, heads = dt.shape
     t0 = c0 * L
@@ -49,7 +51,11 @@ def chunk_columns(dt, A_col, b: int, h: int, c0: int, n_cols: int, L: int, R: in
     last = nl.ndarray((R, n_cols), nl.float32, buffer=nl.psum, name="cs_last_psum")
     nisa.nc_matmul(dst=last, stationary=ones[:L, :R], moving=dA, accumulate=False)  # sum_s dA[s], every row
     bias = nl.ndarray((L, n_cols), nl.float32, name="bias_cols")
-    nisa.activation(dst=bias, op=nl.log, data=dt_cols)
+    log_in = dt_cols
+    if n_full < n_cols:  # log reads (dt == 0) + dt: 1 on the padding rows, dt elsewhere
+        log_in = bias
+        nisa.scalar_tensor_tensor(dst=log_in, data=dt_cols, op0=nl.equal, operand0=0.0, op1=nl.add, operand1=dt_cols)
+    nisa.activation(dst=bias, op=nl.log, data=log_in)
     nisa.tensor_tensor(dst=bias, data1=bias, data2=cs, op=nl.subtract)
     ecs = nl.ndarray((L, n_cols), nl.float32, name="ecs_cols")
     nisa.activation(dst=ecs, op=nl.exp, data=cs)
@@ -58,12 +64,12 @@ def chunk_columns(dt, A_col, b: int, h: int, c0: int, n_cols: int, L: int, R: in
     nisa.activation(dst=w, op=nl.exp, data=w)
     decay = nl.ndarray((R, n_cols), nl.float32, name="decay_cols")
     nisa.activation(dst=decay, op=nl.exp, data=last)
-    cols = {"dt": dt_cols, "dA": dA, "bias": bias, "ecs": ecs, "w": w, "decay": decay}
+    negcs = None
+    u = None
     if backward:
         negcs = nl.ndarray((L, n_cols), nl.float32, name="negcs_cols")
         nisa.activation(dst=negcs, op=nl.copy, data=cs, scale=-1.0)
         u = nl.ndarray((L, n_cols), nl.float32, name="u_cols")
         nisa.tensor_tensor(dst=u, data1=last[:L], data2=negcs, op=nl.add)  # not both in PSUM
         nisa.activation(dst=u, op=nl.exp, data=u)
-        cols["negcs"], cols["u"] = negcs, u
-    return cols
+    return (dt_cols, dA, bias, ecs, w, decay, negcs, u)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from nki_kernels._nki import nisa, nki, nl
 
-from ._tiles import GEMM_MOVING_FMAX, PMAX
+from ._tiles import GEMM_MOVING_FMAX, PMAX, check_tile_limits, work_range
 
 ROUTES = ("indirect", "onehot")
 
@@ -38,16 +38,18 @@ def _partition_index(rows: int, offset: int, name: str):
 def gather_rows_kernel(src, idx, route):
     """Args: src (batch, seq, F) fp32/bf16, idx (batch, n) int32 in [0, seq), route in ROUTES.
     Returns out (batch, n, F) in src.dtype (nl.shared_hbm)."""
-    if route not in ROUTES:
-        raise ValueError(f"gather_rows kernel: unknown route {route!r}")
+    check_tile_limits(1)
+    assert route == "indirect" or route == "onehot", "gather_rows kernel: route must be 'indirect' or 'onehot'"
     batch, seq, F = src.shape
+    # LNC: batch rows are independent; each program (physical core) takes a contiguous block.
+    b_lo, b_hi = work_range(batch)
     n = idx.shape[1]
     out = nl.ndarray((batch, n, F), src.dtype, buffer=nl.shared_hbm, name="out")
     if route == "indirect":
         flat = src.reshape((batch * seq, F))
         idx_t = nl.ndarray((PMAX, 1), nl.int32, name="idx_t")
         rows_t = nl.ndarray((PMAX, F), src.dtype, name="rows_t")
-        for b in range(batch):
+        for b in range(b_lo, b_hi):
             for i0 in range(0, n, PMAX):
                 r = min(PMAX, n - i0)
                 nisa.dma_copy(dst=idx_t[:r], src=idx.ap([[1, r], [1, 1]], offset=b * n + i0))
@@ -67,7 +69,7 @@ def gather_rows_kernel(src, idx, route):
     src_t = nl.ndarray((PMAX, GEMM_MOVING_FMAX), mm, name="src_t")
     out_t = nl.ndarray((PMAX, GEMM_MOVING_FMAX), src.dtype, name="out_t")
     acc = nl.ndarray((PMAX, GEMM_MOVING_FMAX), nl.float32, buffer=nl.psum, name="gather_psum")
-    for b in range(batch):
+    for b in range(b_lo, b_hi):
         for i0 in range(0, n, PMAX):
             r = min(PMAX, n - i0)
             nisa.dma_copy(dst=idx_bc[:, :r], src=idx.ap([[0, PMAX], [1, r]], offset=b * n + i0))
@@ -79,7 +81,11 @@ def gather_rows_kernel(src, idx, route):
                     nisa.tensor_scalar(dst=onehot[:tt, :r], data=idx_bc[:tt, :r], op0=nl.equal, operand0=pos)
                     nisa.dma_copy(dst=src_t[:tt, :fw], src=src[b, t0 : t0 + tt, f0 : f0 + fw])
                     nisa.nc_matmul(
-                        dst=acc[:r, :fw], stationary=onehot[:tt, :r], moving=src_t[:tt, :fw], accumulate=t0 > 0
+                        dst=acc[:r, :fw],
+                        stationary=onehot[:tt, :r],
+                        moving=src_t[:tt, :fw],
+                        is_stationary_onezero=True,
+                        accumulate=t0 > 0,
                     )
                 nisa.tensor_copy(dst=out_t[:r, :fw], src=acc[:r, :fw])
                 nisa.dma_copy(dst=out[b, i0 : i0 + r, f0 : f0 + fw], src=out_t[:r, :fw])
@@ -93,7 +99,9 @@ def scatter_add_rows_kernel(grad_out, idx, seq):
     Args: grad_out (batch, n, F) fp32/bf16, idx (batch, n) int32, seq (compile-time int).
     Returns grad_src (batch, seq, F) fp32 (nl.shared_hbm).
     """
+    check_tile_limits(1)
     batch, n, F = grad_out.shape
+    b_lo, b_hi = work_range(batch)  # LNC: batch rows are independent
     mm = grad_out.dtype
     grad_src = nl.ndarray((batch, seq, F), nl.float32, buffer=nl.shared_hbm, name="grad_src")
     t_row = nl.ndarray((PMAX, PMAX), nl.float32, name="t_row")  # t0 + f along the free axis
@@ -102,7 +110,7 @@ def scatter_add_rows_kernel(grad_out, idx, seq):
     g_t = nl.ndarray((PMAX, GEMM_MOVING_FMAX), mm, name="grad_t")
     o_t = nl.ndarray((PMAX, GEMM_MOVING_FMAX), nl.float32, name="grad_src_t")
     acc = nl.ndarray((PMAX, GEMM_MOVING_FMAX), nl.float32, buffer=nl.psum, name="scatter_psum")
-    for b in range(batch):
+    for b in range(b_lo, b_hi):
         for t0 in range(0, seq, PMAX):
             tt = min(PMAX, seq - t0)
             nisa.iota(dst=t_row[:, :tt], pattern=[[1, tt]], offset=t0, channel_multiplier=0)
@@ -114,7 +122,11 @@ def scatter_add_rows_kernel(grad_out, idx, seq):
                     nisa.tensor_scalar(dst=onehot_t[:r, :tt], data=t_row[:r, :tt], op0=nl.equal, operand0=idx_col[:r])
                     nisa.dma_copy(dst=g_t[:r, :fw], src=grad_out[b, i0 : i0 + r, f0 : f0 + fw])
                     nisa.nc_matmul(
-                        dst=acc[:tt, :fw], stationary=onehot_t[:r, :tt], moving=g_t[:r, :fw], accumulate=i0 > 0
+                        dst=acc[:tt, :fw],
+                        stationary=onehot_t[:r, :tt],
+                        moving=g_t[:r, :fw],
+                        is_stationary_onezero=True,
+                        accumulate=i0 > 0,
                     )
                 nisa.tensor_copy(dst=o_t[:tt, :fw], src=acc[:tt, :fw])
                 nisa.dma_copy(dst=grad_src[b, t0 : t0 + tt, f0 : f0 + fw], src=o_t[:tt, :fw])

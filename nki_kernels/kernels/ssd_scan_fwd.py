@@ -23,8 +23,18 @@ import math
 
 from nki_kernels._nki import nisa, nki, nl
 
-from ._scan_common import check_scan_shapes, chunk_columns
-from ._tiles import CHUNK_GROUP, broadcast_scalar, constant_tiles
+from ._scan_common import BIAS, DA, DECAY, ECS, W, check_scan_shapes, chunk_columns
+from ._tiles import (
+    CHUNK_GROUP,
+    broadcast_scalar,
+    check_tile_limits,
+    constant_tiles,
+    psum_pool,
+    psum_slot,
+    work_range,
+)
+
+PSUM_BANKS = 5  # transpose bank + 2 pooled banks + chunk_columns' 2
 
 
 @nki.jit
@@ -39,6 +49,7 @@ def ssd_scan_fwd_kernel(x, dt, A, B, C, D, initial_state, chunk_size):
     Returns:
         y (batch, seq, heads, P) in x.dtype and final_state (batch, heads, P, N) fp32, both nl.shared_hbm.
     """
+    check_tile_limits(PSUM_BANKS)
     check_scan_shapes(x, B, chunk_size)
     batch, seq, heads, P = x.shape
     N = B.shape[3]
@@ -63,69 +74,87 @@ def ssd_scan_fwd_kernel(x, dt, A, B, C, D, initial_state, chunk_size):
     y_c = nl.ndarray((L, P), x.dtype, name="y_c")
     xs = nl.ndarray((L, P), mm, name="x_scaled")
     hT = nl.ndarray((N, P), nl.float32, name="state_T")
-    h_mm = hT if mm == nl.float32 else nl.ndarray((N, P), mm, name="state_T_mm")
+    h_mm = hT
+    if mm != nl.float32:
+        h_mm = nl.ndarray((N, P), mm, name="state_T_mm")
     d_ident = nl.ndarray((L, L), mm, name="d_ident")
+    # PSUM: the transposes (input dtype) take one bank, the five fp32 results share two banks as slots,
+    # chunk_columns takes two more: 5 of the 7 usable banks.
     tr_ps = nl.ndarray((N, L), mm, buffer=nl.psum, name="transpose_psum")
-    csb_ps = nl.ndarray((L, L), nl.float32, buffer=nl.psum, name="cs_bcast_psum")
-    g_ps = nl.ndarray((L, L), nl.float32, buffer=nl.psum, name="gT_psum")
-    y_ps = nl.ndarray((L, P), nl.float32, buffer=nl.psum, name="y_psum")
-    yi_ps = nl.ndarray((L, P), nl.float32, buffer=nl.psum, name="y_inter_psum")
-    h_ps = nl.ndarray((N, P), nl.float32, buffer=nl.psum, name="state_psum")
+    pool = psum_pool(2, "scan_fwd_psum")
+    csb_ps = psum_slot(pool, 0, L, L)
+    g_ps = psum_slot(pool, 1, L, L)
+    y_ps = psum_slot(pool, 2, L, P)
+    yi_ps = psum_slot(pool, 3, L, P)
+    h_ps = psum_slot(pool, 4, N, P)
 
-    for h in range(heads):
+    # LNC: the (batch, head) pairs are independent; each program (physical core) takes a contiguous block.
+    w_lo, w_hi = work_range(batch * heads)
+    for w in range(w_lo, w_hi):
+        h = w // batch
+        b = w % batch
         A_col = broadcast_scalar(A, h, L, "A_col")
         if D is not None:
             D_col = broadcast_scalar(D, h, L, "D_col")
             nisa.tensor_scalar(dst=d_ident, data=ident, op0=nl.multiply, operand0=D_col)
-        for b in range(batch):
-            if initial_state is None:
-                nisa.memset(dst=hT, value=0.0)
-            else:
-                nisa.dma_copy(dst=hT, src=initial_state[b, h].permute((1, 0)))
-            for c0 in range(0, n_chunks, CHUNK_GROUP):
-                n_cols = min(CHUNK_GROUP, n_chunks - c0)
-                cols = chunk_columns(dt, A_col, b, h, c0, n_cols, L, R, tri, ones)
-                dA, bias, ecs, w, decay = cols["dA"], cols["bias"], cols["ecs"], cols["w"], cols["decay"]
-                for j in range(n_cols):
-                    t0 = (c0 + j) * L
-                    n = min(L, seq - t0)  # rows of this chunk (the last one may be partial)
-                    nisa.dma_copy(dst=x_c[:n], src=x[b, t0 : t0 + n, h, :])
-                    nisa.dma_copy(dst=b_c[:n], src=B[b, t0 : t0 + n, h, :])
-                    nisa.dma_copy(dst=c_c[:n], src=C[b, t0 : t0 + n, h, :])
-                    nisa.nc_transpose(dst=tr_ps[:, :n], data=b_c[:n])
-                    nisa.activation(dst=bT[:, :n], op=nl.copy, data=tr_ps[:, :n])
-                    nisa.nc_transpose(dst=tr_ps[:, :n], data=c_c[:n])
-                    nisa.tensor_copy(dst=cT[:, :n], src=tr_ps[:, :n])
-                    # decay_mat[s, t] = exp(cs_t - cs_s + log dt_s) for s <= t, else 0
-                    nisa.activation(dst=dab[:n, :n], op=nl.copy, data=ones[:n, :n], scale=dA[:n, j : j + 1])
-                    nisa.nc_matmul(dst=csb_ps[:n, :n], stationary=dab[:n, :n], moving=tri[:n, :n], accumulate=False)
-                    nisa.activation(dst=decay_mat[:n, :n], op=nl.exp, data=csb_ps[:n, :n], bias=bias[:n, j : j + 1])
-                    nisa.affine_select(
-                        dst=decay_mat[:n, :n],
-                        pattern=[[1, n]],
-                        channel_multiplier=-1,
-                        on_true_tile=decay_mat[:n, :n],
-                        on_false_value=0.0,
-                        cmp_op=nl.greater_equal,
-                    )
-                    # intra-chunk: y = (G^T * decay)^T x (+ D x), G^T[s, t] = B_s . C_t
-                    nisa.nc_matmul(dst=g_ps[:n, :n], stationary=bT[:, :n], moving=cT[:, :n], accumulate=False)
-                    nisa.tensor_tensor(dst=m_t[:n, :n], data1=g_ps[:n, :n], data2=decay_mat[:n, :n], op=nl.multiply)
-                    nisa.nc_matmul(dst=y_ps[:n], stationary=m_t[:n, :n], moving=x_c[:n], accumulate=False)
-                    if D is not None:
-                        nisa.nc_matmul(dst=y_ps[:n], stationary=d_ident[:n, :n], moving=x_c[:n], accumulate=True)
-                    # inter-chunk: exp(cs_t) C_t h0
-                    if h_mm is not hT:
-                        nisa.tensor_copy(dst=h_mm, src=hT)
-                    nisa.nc_matmul(dst=yi_ps[:n], stationary=cT[:, :n], moving=h_mm, accumulate=False)
-                    nisa.activation(dst=y_inter[:n], op=nl.copy, data=yi_ps[:n], scale=ecs[:n, j : j + 1])
-                    nisa.tensor_tensor(dst=y_c[:n], data1=y_ps[:n], data2=y_inter[:n], op=nl.add)
-                    nisa.dma_copy(dst=y[b, t0 : t0 + n, h, :], src=y_c[:n])
-                    # state: h^T <- exp(cs_last) h^T + B^T (w x), w_s = dt_s exp(cs_last - cs_s)
-                    nisa.activation(dst=xs[:n], op=nl.copy, data=x_c[:n], scale=w[:n, j : j + 1])
-                    nisa.nc_matmul(dst=h_ps, stationary=b_c[:n], moving=xs[:n], accumulate=False)
-                    nisa.scalar_tensor_tensor(
-                        dst=hT, data=hT, op0=nl.multiply, operand0=decay[:N, j : j + 1], op1=nl.add, operand1=h_ps
-                    )
-            nisa.dma_copy(dst=final_state[b, h].permute((1, 0)), src=hT)
+        if initial_state is None:
+            nisa.memset(dst=hT, value=0.0)
+        else:
+            nisa.dma_copy(dst=hT, src=initial_state[b, h].permute((1, 0)))
+        for c0 in range(0, n_chunks, CHUNK_GROUP):
+            n_cols = min(CHUNK_GROUP, n_chunks - c0)
+            cols = chunk_columns(dt, A_col, b, h, c0, n_cols, L, R, tri, ones)
+            dA = cols[DA]
+            bias = cols[BIAS]
+            ecs = cols[ECS]
+            wcol = cols[W]
+            decay = cols[DECAY]
+            for j in range(n_cols):
+                t0 = (c0 + j) * L
+                n = min(L, seq - t0)  # rows of this chunk (the last one may be partial)
+                nisa.dma_copy(dst=x_c[:n], src=x[b, t0 : t0 + n, h, :])
+                nisa.dma_copy(dst=b_c[:n], src=B[b, t0 : t0 + n, h, :])
+                nisa.dma_copy(dst=c_c[:n], src=C[b, t0 : t0 + n, h, :])
+                nisa.nc_transpose(dst=tr_ps[:, :n], data=b_c[:n])
+                nisa.activation(dst=bT[:, :n], op=nl.copy, data=tr_ps[:, :n])
+                nisa.nc_transpose(dst=tr_ps[:, :n], data=c_c[:n])
+                nisa.tensor_copy(dst=cT[:, :n], src=tr_ps[:, :n])
+                # decay_mat[s, t] = exp(cs_t - cs_s + log dt_s) for s <= t, else 0 (tri is 0/1: a one/zero hint)
+                nisa.activation(dst=dab[:n, :n], op=nl.copy, data=ones[:n, :n], scale=dA[:n, j : j + 1])
+                nisa.nc_matmul(
+                    dst=csb_ps[:n, :n],
+                    stationary=dab[:n, :n],
+                    moving=tri[:n, :n],
+                    is_moving_onezero=True,
+                    accumulate=False,
+                )
+                nisa.activation(dst=decay_mat[:n, :n], op=nl.exp, data=csb_ps[:n, :n], bias=bias[:n, j : j + 1])
+                nisa.affine_select(
+                    dst=decay_mat[:n, :n],
+                    pattern=[[1, n]],
+                    channel_multiplier=-1,
+                    on_true_tile=decay_mat[:n, :n],
+                    on_false_value=0.0,
+                    cmp_op=nl.greater_equal,
+                )
+                # intra-chunk: y = (G^T * decay)^T x (+ D x), G^T[s, t] = B_s . C_t
+                nisa.nc_matmul(dst=g_ps[:n, :n], stationary=bT[:, :n], moving=cT[:, :n], accumulate=False)
+                nisa.tensor_tensor(dst=m_t[:n, :n], data1=g_ps[:n, :n], data2=decay_mat[:n, :n], op=nl.multiply)
+                nisa.nc_matmul(dst=y_ps[:n], stationary=m_t[:n, :n], moving=x_c[:n], accumulate=False)
+                if D is not None:
+                    nisa.nc_matmul(dst=y_ps[:n], stationary=d_ident[:n, :n], moving=x_c[:n], accumulate=True)
+                # inter-chunk: exp(cs_t) C_t h0
+                if mm != nl.float32:
+                    nisa.tensor_copy(dst=h_mm, src=hT)
+                nisa.nc_matmul(dst=yi_ps[:n], stationary=cT[:, :n], moving=h_mm, accumulate=False)
+                nisa.activation(dst=y_inter[:n], op=nl.copy, data=yi_ps[:n], scale=ecs[:n, j : j + 1])
+                nisa.tensor_tensor(dst=y_c[:n], data1=y_ps[:n], data2=y_inter[:n], op=nl.add)
+                nisa.dma_copy(dst=y[b, t0 : t0 + n, h, :], src=y_c[:n])
+                # state: h^T <- exp(cs_last) h^T + B^T (w x), w_s = dt_s exp(cs_last - cs_s)
+                nisa.activation(dst=xs[:n], op=nl.copy, data=x_c[:n], scale=wcol[:n, j : j + 1])
+                nisa.nc_matmul(dst=h_ps, stationary=b_c[:n], moving=xs[:n], accumulate=False)
+                nisa.scalar_tensor_tensor(
+                    dst=hT, data=hT, op0=nl.multiply, operand0=decay[:N, j : j + 1], op1=nl.add, operand1=h_ps
+                )
+        nisa.dma_copy(dst=final_state[b, h].permute((1, 0)), src=hT)
     return y, final_state
