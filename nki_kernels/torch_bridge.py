@@ -18,6 +18,7 @@ from nki_kernels._nki import HAVE_REAL_NKI, nki
 from nki_kernels.host_checks import check_gather_args, check_scan_args, check_select_args
 from nki_kernels.interp.targets import resolve_target
 from nki_kernels.interp.torch_io import to_numpy, to_torch
+from nki_kernels.launch import grid
 from nki_kernels.kernels.eidetic_select import eidetic_select_kernel
 from nki_kernels.kernels.gather_rows import gather_route, gather_rows_kernel, scatter_add_rows_kernel
 from nki_kernels.kernels.ssd_scan_bwd import ssd_scan_bwd_kernel
@@ -27,12 +28,13 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def run(kernel, *args):
-    """Run a kernel on NumPy arguments: official simulator if the SDK is present, else our interpreter."""
+    """Run a kernel on NumPy arguments with the process's launch grid (:mod:`nki_kernels.launch`): official
+    simulator if the SDK is present, else our interpreter (which also checks the shards cover the work once)."""
     if HAVE_REAL_NKI:
-        return nki.simulate(kernel)(*args)
+        return nki.simulate(grid(kernel))(*args)
     from nki_kernels.interp import run_kernel
 
-    out, _ = run_kernel(kernel, *args, target=resolve_target())
+    out, _ = run_kernel(grid(kernel), *args, target=resolve_target())
     return out
 
 

@@ -23,7 +23,7 @@ from .errors import (
     NkiUnsupportedError,
     NkiUsageError,
 )
-from .memory import HBM_BUFFERS, psum, sbuf
+from .memory import HBM_BUFFERS, psum, sbuf, shared_hbm
 from .tensor import IndirectAccess, NkiTensor
 
 
@@ -632,6 +632,11 @@ def _scatter(instr, ap: IndirectAccess, vals: np.ndarray, oob) -> None:
     st.data[pos[ok]] = dtypes.cast(flat[ok], st.dtype)
     st.written[pos[ok]] = True
     st.dirty = True
+    if st.buffer is shared_hbm:
+        owners = X.owner_array(st)
+        sub = owners[pos[ok]]
+        X.claim(st, sub)
+        owners[pos[ok]] = sub
 
 
 def _run_bytes(src, dst) -> int:

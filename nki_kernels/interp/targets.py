@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from .errors import NkiUsageError
 
 KIB = 1024
+# PSUM has 8 banks of 2 KiB per partition, but ``nl.tile_size.psum_num_banks`` is 7 when bank 7 is reserved
+# for PE transposes (NKI_DMA_TRANSPOSE_AS_PE_TRANSPOSE on trn2+); the interpreter enforces the stricter 7.
+PSUM_PHYSICAL_BANKS = 8
+PSUM_USABLE_BANKS = 7
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,7 @@ class Target:
     nc_version: str  # "gen2" (NeuronCore-v2, trn1) / "gen3" (NeuronCore-v3, trn2)
     pmax: int  # partitions of SBUF and PSUM
     sbuf_bytes_per_partition: int  # usable SBUF per partition (KLR `total_available_sbuf_size`)
-    psum_banks: int
+    psum_banks: int  # usable banks (nl.tile_size.psum_num_banks), see PSUM_USABLE_BANKS
     psum_bank_bytes: int  # per partition; 512 fp32
     gemm_k_max: int  # contraction (partition) size of nc_matmul
     gemm_stationary_fmax: int  # free size M of the stationary operand
@@ -49,7 +53,7 @@ TRN1 = Target(
     nc_version="gen2",
     pmax=128,
     sbuf_bytes_per_partition=180224,
-    psum_banks=8,
+    psum_banks=PSUM_USABLE_BANKS,
     psum_bank_bytes=2 * KIB,
     gemm_k_max=128,
     gemm_stationary_fmax=128,
@@ -67,7 +71,7 @@ TRN2 = Target(
     nc_version="gen3",
     pmax=128,
     sbuf_bytes_per_partition=212984,
-    psum_banks=8,
+    psum_banks=PSUM_USABLE_BANKS,
     psum_bank_bytes=2 * KIB,
     gemm_k_max=128,
     gemm_stationary_fmax=128,

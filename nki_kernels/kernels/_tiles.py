@@ -15,7 +15,7 @@ PMAX = 128  # SBUF/PSUM partitions = nc_matmul contraction (K) limit   (nl.tile_
 GEMM_K_MAX = 128
 GEMM_STATIONARY_FMAX = 128  # nc_matmul stationary free size        (nl.tile_size.gemm_stationary_fmax)
 GEMM_MOVING_FMAX = 512  # nc_matmul moving free size                (nl.tile_size.gemm_moving_fmax)
-PSUM_FMAX = 512  # fp32 elements per partition in one PSUM bank     (nl.tile_size.psum_fmax)
+PSUM_FMAX = 512  # fp32 elements per partition in one PSUM bank     (nl.tile_size.psum_bank_fmax, 2.32)
 MAX8_MIN, MAX8_MAX = 8, 16384  # elements per partition that max8 / nc_find_index8 accept (nki.isa.max8)
 
 # The SSD scan puts a chunk's time steps on partitions and contracts over them, over the state and (in the
@@ -34,7 +34,7 @@ def check_tile_limits(psum_banks_used: int):
     assert PMAX <= nl.tile_size.pmax, "kernel tiles assume 128 partitions"
     assert GEMM_STATIONARY_FMAX <= nl.tile_size.gemm_stationary_fmax, "stationary free size above the target's"
     assert GEMM_MOVING_FMAX <= nl.tile_size.gemm_moving_fmax, "moving free size above the target's"
-    assert PSUM_FMAX <= nl.tile_size.psum_fmax, "PSUM bank width above the target's"
+    assert PSUM_FMAX <= nl.tile_size.psum_bank_fmax, "PSUM bank width above the target's"
     assert psum_banks_used <= nl.tile_size.psum_num_banks, "kernel needs more PSUM banks than the target has"
 
 
