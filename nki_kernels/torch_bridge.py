@@ -4,9 +4,10 @@
 source through the CPU interpreter (or through the official ``nki.simulate`` when the Neuron SDK is
 installed), and convert back; ``torch.autograd.Function`` wrappers route the backward through the
 backward kernels. Importing this module registers them as the ``sim`` implementations of the dispatcher
-(and the device routes of :mod:`nki_kernels.device` as ``nki`` when the SDK imports).
+(:mod:`nki_kernels.device` registers the ``nki`` ones).
 
-The interpreter target (trn1 / trn2) comes from ``BMOJO_NKI_TARGET``; it decides the gather route.
+The interpreter target comes from ``BMOJO_NKI_TARGET`` (default trn2); the gather uses indirect DMA unless
+``BMOJO_NKI_GATHER_ROUTE=onehot`` (or the legacy trn1 model, which has no indirect DMA) selects the fallback.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from nki_kernels._nki import HAVE_REAL_NKI, nki
 from nki_kernels.host_checks import check_gather_args, check_scan_args, check_select_args
 from nki_kernels.interp.targets import resolve_target
 from nki_kernels.interp.torch_io import to_numpy, to_torch
-from nki_kernels.launch import grid
 from nki_kernels.kernels.eidetic_select import eidetic_select_kernel
 from nki_kernels.kernels.gather_rows import gather_route, gather_rows_kernel, scatter_add_rows_kernel
 from nki_kernels.kernels.ssd_scan_bwd import ssd_scan_bwd_kernel
 from nki_kernels.kernels.ssd_scan_fwd import ssd_scan_fwd_kernel
+from nki_kernels.launch import grid
+from nki_kernels.torchneuron_ops import gather_route as requested_gather_route
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -134,7 +136,9 @@ class _GatherRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, src, idx):
         mm = src.dtype if src.dtype in _KERNEL_DTYPES else torch.float32
-        route = gather_route(resolve_target().name) if not HAVE_REAL_NKI else "onehot"
+        route = gather_route(resolve_target().name)
+        if route == "indirect":
+            route = requested_gather_route()
         out = run(gather_rows_kernel, _np(src, mm), _idx32(idx), route)
         ctx.save_for_backward(idx)
         ctx.src_shape, ctx.src_dtype = src.shape, src.dtype
@@ -168,11 +172,7 @@ def _register_with_dispatcher() -> None:
         from bmojo_neuron.ops.dispatch import register
     except ImportError:  # used standalone
         return
-    register_sim_impls(register)
-    if HAVE_REAL_NKI:
-        from nki_kernels.device import register_nki_impls
-
-        register_nki_impls(register)
+    register_sim_impls(register)  # the device ("nki") implementations live in nki_kernels.device
 
 
 _register_with_dispatcher()

@@ -1,13 +1,13 @@
 """Row gather (``out[b, i] = src[b, idx[b, i]]``) and its backward scatter-add, as NKI kernels.
 
-Two gather routes (chosen per target by the caller, see :func:`gather_route`):
+Two gather routes (chosen by the caller, see :func:`gather_route`):
 
-* ``"indirect"``: one indirect DMA per 128 rows, ``src.ap(..., vector_offset=idx, indirect_dim=0)``
-  (SWDGE). Moves only the selected rows. Used on trn2, where the docs confirm indirect DMA.
-* ``"onehot"``: ``out = onehot^T @ src`` on the tensor engine, ``onehot[t, i] = (t == idx[i])`` built with
-  one VectorE compare per tile. Reads all of ``src`` but uses only instructions certain on every target;
-  used on trn1, where indirect DMA in the new API is UNCERTAIN (NKI_REFERENCE.md §7). Exact: each output
-  element is one product with 1.0 plus zeros (a NaN/Inf anywhere in the src column would spread, though).
+* ``"indirect"`` (the default on the kernel targets trn2 / trn3): one indirect DMA per 128 rows,
+  ``src.ap(..., vector_offset=idx, indirect_dim=0)`` (SWDGE, NeuronCore-v3+). Moves only the selected rows.
+* ``"onehot"`` (explicit fallback, ``BMOJO_NKI_GATHER_ROUTE=onehot``; also the interpreter's legacy trn1
+  model, which has no indirect DMA): ``out = onehot^T @ src`` on the tensor engine, ``onehot[t, i] =
+  (t == idx[i])`` built with one VectorE compare per tile. Reads all of ``src`` (O(seq x rows)). Exact: each
+  output element is one product with 1.0 plus zeros (a NaN/Inf anywhere in the src column would spread).
 
 The backward (scatter-add, duplicates accumulate) is the transposed one-hot matmul on every target:
 ``dma_compute`` scatter-add needs unique indices per tile, and memory indices repeat across chunks.
@@ -23,8 +23,9 @@ ROUTES = ("indirect", "onehot")
 
 
 def gather_route(target_name: str) -> str:
-    """The gather route for a target: ``indirect`` where indirect DMA is documented (trn2), else ``onehot``."""
-    return "indirect" if target_name == "trn2" else "onehot"
+    """The gather route for a target: ``indirect`` on the kernel targets (trn2, trn3); ``onehot`` only on the
+    legacy NeuronCore-v2 model (trn1), where current NKI has no indirect DMA."""
+    return "onehot" if target_name == "trn1" else "indirect"
 
 
 def _partition_index(rows: int, offset: int, name: str):
