@@ -28,7 +28,7 @@ from nki_kernels.launch import grid
 from nki_kernels.sdk import detect_stack
 from nki_kernels.torchneuron_ops import build_ops, dispatcher_impls, gather_route, kernel_dtype, scan_operands
 
-OP_NAMESPACE = "bmojo"
+OP_NAMESPACE = "bmojo_nki"  # "bmojo::*" are the torch path's own custom ops (bmojo_neuron.ops)
 
 
 def _launch(kernel, *args):
@@ -101,7 +101,7 @@ _TORCHNEURON_OPS: dict | None = None
 
 
 def register_torchneuron_ops() -> dict:
-    """Register ``bmojo::*`` through ``torch_neuronx.nki_op`` (once per process) and return the ops."""
+    """Register ``bmojo_nki::*`` through ``torch_neuronx.nki_op`` (once per process) and return the ops."""
     global _TORCHNEURON_OPS
     if _TORCHNEURON_OPS is None:
         from torch_neuronx import nki_op  # SDK >= 2.33 only

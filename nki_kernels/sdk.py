@@ -28,7 +28,7 @@ STACKS = (
     Stack(
         name="torchneuron",
         neuron_sdk=">= 2.33 (NKI 0.7)",
-        pytorch="2.14 (TorchNeuron, device 'neuron')",
+        pytorch="2.13 or 2.14 (torch-neuronx 2.13.3.0 / 2.14.3.0; device 'neuron')",
         python="3.12 - 3.14",
         kernel_ops="torch_neuronx.nki_op custom ops + torch.library.register_autograd (nki_kernels.torchneuron_ops)",
         status="primary",
