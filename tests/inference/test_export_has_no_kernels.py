@@ -8,7 +8,6 @@ TorchNeuron namespace ``bmojo_nki`` or anything named nki). A planted case route
 
 from __future__ import annotations
 
-import pytest
 import torch
 from inference_fixtures import tiny_model
 
