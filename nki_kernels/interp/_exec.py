@@ -129,4 +129,4 @@ def not_both_psum(instr: str, names: tuple[str, str], a: NkiTensor, b: NkiTensor
 def record(instr: str, engine: str, dst: NkiTensor, cycles: int, flops: int = 0) -> None:
     ctx = current()
     ctx.instruction_index += 1
-    ctx.stats.record(instr, engine, dst.size, cycles, flops)
+    ctx.stats.record(instr, engine, dst.size, cycles, flops, ctx=ctx)

@@ -588,7 +588,7 @@ def dma_copy(
             X.write(dst[r], flat[r])
     nbytes = math.prod(src.shape) * max(src.dtype.itemsize, dst.dtype.itemsize)
     ctx.instruction_index += 1
-    ctx.stats.record_dma(instr, math.prod(src.shape), nbytes, _run_bytes(src, dst))
+    ctx.stats.record_dma(instr, math.prod(src.shape), nbytes, _run_bytes(src, dst), _dma_partitions(src, dst), ctx=ctx)
 
 
 def _row_positions(ap: IndirectAccess, oob) -> tuple[np.ndarray, np.ndarray]:
@@ -637,6 +637,12 @@ def _scatter(instr, ap: IndirectAccess, vals: np.ndarray, oob) -> None:
         sub = owners[pos[ok]]
         X.claim(st, sub)
         owners[pos[ok]] = sub
+
+
+def _dma_partitions(src, dst) -> int:
+    """Rows the transfer spreads over DMA engines: the on-chip side's partitions (HBM->HBM: the outer dim)."""
+    side = dst if dst.buffer.on_chip else src
+    return int(side.shape[0]) if len(side.shape) else 1
 
 
 def _run_bytes(src, dst) -> int:

@@ -72,6 +72,9 @@ class tile_size:
     bn_stats_fmax = 512
 
 
+from .loops import fori_loop  # noqa: E402,F401  (nl.fori_loop)
+
+
 def affine_range(*args):
     """Deprecated alias of ``range`` (the new API unrolls every loop)."""
     return range(*args)
