@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from nki_kernels._nki import nisa, nl
 
-from ._tiles import MAX_CHUNK, MAX_HEAD_DIM, MAX_STATE
+from ._tiles import CHUNK_GROUP, MAX_CHUNK, MAX_HEAD_DIM, MAX_STATE
+
+DMA_MIN_BYTES_PER_PARTITION = 2048  # NKI DMA bandwidth guide: >= 2 KiB per partition approaches peak
 
 # Positions in the tuple chunk_columns returns (NKI kernels have no dict literals in the parsing front end).
 DT, DA, BIAS, ECS, W, DECAY, NEGCS, U = 0, 1, 2, 3, 4, 5, 6, 7
@@ -18,9 +20,59 @@ def check_scan_shapes(x, B, chunk_size: int):
     assert B.shape[3] <= MAX_STATE, "ssd scan kernel: state size above 128"
 
 
-def chunk_columns(dt, A_col, b: int, h: int, c0: int, n_cols: int, L: int, R: int, tri, ones, backward=False):
-    """Per-chunk scalars of chunks ``c0 .. c0 + n_cols - 1`` as ``[L, n_cols]`` fp32 columns (row s of column j
-    belongs to time ``(c0 + j) L + s``), as a tuple indexed by ``DT .. U``:
+def chunks_per_transfer(width: int, itemsize: int, n_chunks: int) -> int:
+    """Chunks per DMA so a transfer of ``width`` elements per time step moves >= 2 KiB per partition (the DMA
+    guide's minimum for near-peak bandwidth), at most one PSUM bank's worth of columns and the sequence."""
+    per_chunk = width * itemsize
+    g = (DMA_MIN_BYTES_PER_PARTITION + per_chunk - 1) // per_chunk
+    return max(1, min(g, CHUNK_GROUP, n_chunks))
+
+
+def _time_ap(t, pattern, base: int, t0, step: int):
+    """``t.ap(pattern)`` starting at time ``t0`` (dim 1 of ``t``, ``step`` elements per time step): a static
+    offset for an int, ``scalar_offset`` for a loop register (NKI adds ``t0 * prod(shape[2:])``)."""
+    if isinstance(t0, int):
+        return t.ap(pattern, offset=base + t0 * step)
+    return t.ap(pattern, offset=base, scalar_offset=t0, indirect_dim=1)
+
+
+def chunk_rows_ap(t, b: int, h: int, t0, n_cols: int, L: int):
+    """``(batch, seq, heads, W)`` HBM rows of ``n_cols`` full chunks from time ``t0`` as an ``[L, n_cols, W]``
+    pattern: element (s, j, w) = ``t[b, t0 + j L + s, h, w]``; one DMA moves all the chunks."""
+    batch, seq, heads, W = t.shape
+    base = (b * seq * heads + h) * W
+    return _time_ap(t, [[heads * W, L], [L * heads * W, n_cols], [1, W]], base, t0, heads * W)
+
+
+def move_chunks(tile, t, b: int, h: int, t0, n_cols: int, L: int, store: bool):
+    """Load (``store=False``) or store the ``[L, n_cols, W]`` SBUF ``tile`` from / to chunks of ``t``: one DMA for
+    the full chunks, one more for a partial last chunk (static ``t0`` only)."""
+    seq = t.shape[1]
+    heads = t.shape[2]
+    W = t.shape[3]
+    n_full = n_cols
+    if isinstance(t0, int):
+        n_full = min(n_cols, (seq - t0) // L)
+    if n_full > 0:
+        hbm = chunk_rows_ap(t, b, h, t0, n_full, L)
+        if store:
+            nisa.dma_copy(dst=hbm, src=tile[:, :n_full, :])
+        else:
+            nisa.dma_copy(dst=tile[:, :n_full, :], src=hbm)
+    if n_full < n_cols:
+        rows = seq - t0 - n_full * L
+        base = (b * seq * heads + h) * W + (t0 + n_full * L) * heads * W
+        hbm = t.ap([[heads * W, rows], [1, W]], offset=base)
+        if store:
+            nisa.dma_copy(dst=hbm, src=tile[:rows, n_full, :])
+        else:
+            nisa.dma_copy(dst=tile[:rows, n_full, :], src=hbm)
+
+
+def chunk_columns(dt, A_col, b: int, h: int, t0, n_cols: int, L: int, R: int, tri, ones, backward=False):
+    """Per-chunk scalars of the ``n_cols`` chunks starting at time ``t0`` (an int, or a loop register inside
+    ``nl.fori_loop``, then every chunk is full) as ``[L, n_cols]`` fp32 columns (row s of column j belongs to
+    time ``t0 + j L + s``), as a tuple indexed by ``DT .. U``:
 
     ``dt``; ``dA = dt A``; ``bias = log dt - cs`` with ``cs`` the inclusive cumulative sum of dA in the chunk;
     ``ecs = exp(cs)``; ``w = dt exp(cs_last - cs)``; ``decay [R, n_cols] = exp(cs_last)`` on every row; and
@@ -30,19 +82,20 @@ def chunk_columns(dt, A_col, b: int, h: int, c0: int, n_cols: int, L: int, R: in
     the padding rows of ``bias`` / ``w``).
     """
     batch, seq, heads = dt.shape
-    t0 = c0 * L
     dt_cols = nl.ndarray((L, n_cols), nl.float32, name="dt_cols")
-    n_full = min(n_cols, (seq - t0) // L)
+    n_full = n_cols
+    if isinstance(t0, int):
+        n_full = min(n_cols, (seq - t0) // L)
     if n_full < n_cols:  # the group holds the partial last chunk: pad with dt = 0
         nisa.memset(dst=dt_cols, value=0.0)
-    base = (b * seq + t0) * heads + h
+    base = b * seq * heads + h
     if n_full > 0:  # element (s, j) = dt[b, t0 + j L + s, h]
-        nisa.dma_copy(dst=dt_cols[:, :n_full], src=dt.ap([[heads, L], [L * heads, n_full]], offset=base))
+        nisa.dma_copy(dst=dt_cols[:, :n_full], src=_time_ap(dt, [[heads, L], [L * heads, n_full]], base, t0, heads))
     if n_full < n_cols:
         rows = seq - t0 - n_full * L
         nisa.dma_copy(
             dst=dt_cols[:rows, n_full : n_full + 1],
-            src=dt.ap([[heads, rows], [1, 1]], offset=base + n_full * L * heads),
+            src=dt.ap([[heads, rows], [1, 1]], offset=base + (t0 + n_full * L) * heads),
         )
     dA = nl.ndarray((L, n_cols), nl.float32, name="dA_cols")
     nisa.activation(dst=dA, op=nl.copy, data=dt_cols, scale=A_col)
