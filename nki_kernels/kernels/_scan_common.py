@@ -69,6 +69,30 @@ def move_chunks(tile, t, b: int, h: int, t0, n_cols: int, L: int, store: bool):
             nisa.dma_copy(dst=tile[:rows, n_full, :], src=hbm)
 
 
+def move_time_cols(tile, t, b: int, h: int, t0, n_cols: int, L: int, store: bool):
+    """Load or store an ``[L, n_cols]`` tile from / to a ``(batch, seq, heads)`` tensor: element (s, j) is
+    ``t[b, t0 + j L + s, h]``. One DMA for the full chunks, one more for a partial last chunk."""
+    seq = t.shape[1]
+    heads = t.shape[2]
+    base = b * seq * heads + h
+    n_full = n_cols
+    if isinstance(t0, int):
+        n_full = min(n_cols, (seq - t0) // L)
+    if n_full > 0:
+        hbm = _time_ap(t, [[heads, L], [L * heads, n_full]], base, t0, heads)
+        if store:
+            nisa.dma_copy(dst=hbm, src=tile[:, :n_full])
+        else:
+            nisa.dma_copy(dst=tile[:, :n_full], src=hbm)
+    if n_full < n_cols:
+        rows = seq - t0 - n_full * L
+        hbm = t.ap([[heads, rows], [1, 1]], offset=base + (t0 + n_full * L) * heads)
+        if store:
+            nisa.dma_copy(dst=hbm, src=tile[:rows, n_full : n_full + 1])
+        else:
+            nisa.dma_copy(dst=tile[:rows, n_full : n_full + 1], src=hbm)
+
+
 def chunk_columns(dt, A_col, b: int, h: int, t0, n_cols: int, L: int, R: int, tri, ones, backward=False):
     """Per-chunk scalars of the ``n_cols`` chunks starting at time ``t0`` (an int, or a loop register inside
     ``nl.fori_loop``, then every chunk is full) as ``[L, n_cols]`` fp32 columns (row s of column j belongs to
@@ -88,15 +112,7 @@ def chunk_columns(dt, A_col, b: int, h: int, t0, n_cols: int, L: int, R: int, tr
         n_full = min(n_cols, (seq - t0) // L)
     if n_full < n_cols:  # the group holds the partial last chunk: pad with dt = 0
         nisa.memset(dst=dt_cols, value=0.0)
-    base = b * seq * heads + h
-    if n_full > 0:  # element (s, j) = dt[b, t0 + j L + s, h]
-        nisa.dma_copy(dst=dt_cols[:, :n_full], src=_time_ap(dt, [[heads, L], [L * heads, n_full]], base, t0, heads))
-    if n_full < n_cols:
-        rows = seq - t0 - n_full * L
-        nisa.dma_copy(
-            dst=dt_cols[:rows, n_full : n_full + 1],
-            src=dt.ap([[heads, rows], [1, 1]], offset=base + (t0 + n_full * L) * heads),
-        )
+    move_time_cols(dt_cols, dt, b, h, t0, n_cols, L, False)  # element (s, j) = dt[b, t0 + j L + s, h]
     dA = nl.ndarray((L, n_cols), nl.float32, name="dA_cols")
     nisa.activation(dst=dA, op=nl.copy, data=dt_cols, scale=A_col)
     cs = nl.ndarray((L, n_cols), nl.float32, buffer=nl.psum, name="cs_psum")
