@@ -31,7 +31,6 @@ from nki_kernels._nki import DYNAMIC_LOOPS, nisa, nki, nl
 
 from ._scan_common import BIAS, DA, DECAY, ECS, W, check_scan_shapes, chunk_columns, chunks_per_transfer, move_chunks
 from ._tiles import (
-    broadcast_scalar,
     check_tile_limits,
     constant_tiles,
     psum_pool,
@@ -93,6 +92,17 @@ def ssd_scan_fwd_kernel(x, dt, A, B, C, D, initial_state, chunk_size):
     ps = (psum_slot(pool, 0, L, L), psum_slot(pool, 1, L, L), psum_slot(pool, 2, L, P), psum_slot(pool, 3, L, P))
     h_ps = psum_slot(pool, 4, N, P)
     io = (x_g, b_g, c_g, y_g)
+    # Per-launch loads (one transfer each, not one per pair): A and D of every head on every row.
+    A_all = nl.ndarray((L, heads), nl.float32, name="A_all")
+    nisa.dma_copy(dst=A_all, src=A.ap([[0, L], [1, heads]], offset=0))
+    D_all = A_all
+    if D is not None:
+        D_all = nl.ndarray((L, heads), nl.float32, name="D_all")
+        nisa.dma_copy(dst=D_all, src=D.ap([[0, L], [1, heads]], offset=0))
+    # The state crosses HBM in its natural (P, N) layout (contiguous rows) and is transposed on the tensor
+    # engine, instead of an element-granular permuted DMA.
+    h_nat = nl.ndarray((P, N), nl.float32, name="state_PN")
+    hT_ps = psum_slot(pool, 5, P, N)
     work = (bT, cT, dab, decay_mat, m_t, y_inter, xs, hT, h_mm, d_ident, tr_ps, h_ps)
 
     # LNC: the (batch, head) pairs are independent; each program (physical core) takes a contiguous block.
@@ -100,14 +110,15 @@ def ssd_scan_fwd_kernel(x, dt, A, B, C, D, initial_state, chunk_size):
     for w in range(w_lo, w_hi):
         h = w // batch
         b = w % batch
-        A_col = broadcast_scalar(A, h, L, "A_col")
+        A_col = A_all[:, h : h + 1]
         if D is not None:
-            D_col = broadcast_scalar(D, h, L, "D_col")
-            nisa.tensor_scalar(dst=d_ident, data=ident, op0=nl.multiply, operand0=D_col)
+            nisa.tensor_scalar(dst=d_ident, data=ident, op0=nl.multiply, operand0=D_all[:, h : h + 1])
         if initial_state is None:
             nisa.memset(dst=hT, value=0.0)
         else:
-            nisa.dma_copy(dst=hT, src=initial_state[b, h].permute((1, 0)))
+            nisa.dma_copy(dst=h_nat, src=initial_state[b, h])
+            nisa.nc_transpose(dst=h_ps, data=h_nat)
+            nisa.tensor_copy(dst=hT, src=h_ps)
 
         def group(t0, b=b, h=h, A_col=A_col):
             _group_forward(x, dt, B, C, y, b, h, t0, G, L, R, A_col, D is not None, tri, ones, io, work, ps)
@@ -121,7 +132,9 @@ def ssd_scan_fwd_kernel(x, dt, A, B, C, D, initial_state, chunk_size):
             _group_forward(
                 x, dt, B, C, y, b, h, n_loop * G * L, tail, L, R, A_col, D is not None, tri, ones, io, work, ps
             )
-        nisa.dma_copy(dst=final_state[b, h].permute((1, 0)), src=hT)
+        nisa.nc_transpose(dst=hT_ps, data=hT)
+        nisa.tensor_copy(dst=h_nat, src=hT_ps)
+        nisa.dma_copy(dst=final_state[b, h], src=h_nat)
     return y, final_state
 
 
