@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 import statistics
 import subprocess
 import sys
@@ -48,7 +49,9 @@ from nki_kernels.interp.targets import TRN2
 AUDIT_COMMIT = "dada286"  # nki_kernels/ as audited in shared/nki/AUDIT-2026-12.md
 SHAPE = dict(batch=8, heads=8, head_dim=64, state=128, chunk=128)
 LENGTHS = (2048, 8192)
-KERNEL_FILES = ("__init__", "_tiles", "_scan_common", "ssd_scan_fwd", "ssd_scan_bwd")
+KERNEL_FILES = ("__init__", "_tiles", "_scan_common", "ssd_scan_fwd", "ssd_scan_bwd", "gather_rows", "eidetic_select")
+# Eidetic memory kernels: batch rows are the independent work; rows gathered = n_chunks * slots.
+MEMORY_SHAPE = dict(batch=8, feat=256, chunk=64, slots=32, topk=16)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -65,9 +68,14 @@ def load_before_kernels(commit: str = AUDIT_COMMIT):
             return None
         (pkg / f"{name}.py").write_text(out.stdout)
     sys.path.insert(0, str(tmp))
-    fwd = importlib.import_module("bmojo_kernels_before.ssd_scan_fwd").ssd_scan_fwd_kernel
-    bwd = importlib.import_module("bmojo_kernels_before.ssd_scan_bwd").ssd_scan_bwd_kernel
-    return fwd, bwd
+    mods = {n: importlib.import_module(f"bmojo_kernels_before.{n}") for n in KERNEL_FILES[3:]}
+    return {
+        "ssd_scan_fwd": mods["ssd_scan_fwd"].ssd_scan_fwd_kernel,
+        "ssd_scan_bwd": mods["ssd_scan_bwd"].ssd_scan_bwd_kernel,
+        "gather_rows": mods["gather_rows"].gather_rows_kernel,
+        "scatter_add_rows": mods["gather_rows"].scatter_add_rows_kernel,
+        "eidetic_select": mods["eidetic_select"].eidetic_select_kernel,
+    }
 
 
 def scan_inputs(batch, heads, T, dtype, rng):
@@ -101,6 +109,43 @@ def roofline(T, pairs, cores, backward, target=TRN2):
     t_flops = flops * per_core / (peak * 1e12) * 1e6
     t_bytes = nbytes * per_core / (target.dma_gbps * 1e9) * 1e6
     return max(t_flops, t_bytes), "compute" if t_flops >= t_bytes else "memory"
+
+
+def memory_roofline(name, T, rows, cores, target=TRN2):
+    """Compulsory HBM bytes at DMA bandwidth (these kernels do no algorithmic matmul work)."""
+    m = MEMORY_SHAPE
+    n = math.ceil(T / m["chunk"]) * m["slots"]
+    per_row = {
+        "gather_rows": 2 * n * m["feat"] * 2 + n * 4,
+        "scatter_add_rows": n * m["feat"] * 2 + n * 4 + T * m["feat"] * 4,
+        "eidetic_select": T * 4 + 5 * n,
+    }[name]
+    return per_row * rows / cores / (target.dma_gbps * 1e9) * 1e6, "memory"
+
+
+def _run_memory(name, kernel, route):
+    def run(lnc, T, rows, target, rng):
+        m = MEMORY_SHAPE
+        n = math.ceil(T / m["chunk"]) * m["slots"]
+        idx = rng.integers(0, T, (rows, n)).astype(np.int32)
+        k = kernel if lnc == 1 else kernel[lnc]
+        if name == "gather_rows":
+            src = rng.standard_normal((rows, T, m["feat"])).astype(ml_dtypes.bfloat16)
+            return run_kernel(k, src, idx, route, target=target)[1]
+        if name == "scatter_add_rows":
+            grad = rng.standard_normal((rows, n, m["feat"])).astype(ml_dtypes.bfloat16)
+            return run_kernel(k, grad, idx, T, target=target)[1]
+        scores = rng.standard_normal((rows, T)).astype(np.float32)
+        return run_kernel(k, scores, m["chunk"], m["topk"], m["slots"], "topk", 1, target=target)[1]
+
+    return run
+
+
+def _scan_run(kernel, backward):
+    def run(lnc, T, pairs, target, rng):
+        return _run(kernel, lnc, T, pairs, backward, target, rng)
+
+    return run
 
 
 def _run(kernel, lnc, T, pairs, backward, target, rng):
@@ -144,17 +189,17 @@ def _extrapolate(one, two, pairs_per_core):
     }
 
 
-def bench(name, kernel, form, lnc, T, backward, target, rng):
-    pairs = SHAPE["batch"] * SHAPE["heads"]
+def bench(name, run, form, lnc, T, pairs, roof_fn, target, rng):
+    """``run(lnc, T, items, target, rng)`` -> report; ``pairs`` independent work items per launch."""
     t_wall = time.perf_counter()
-    # one program of an LNC-2 launch: its share of the pairs (the interpreter runs both programs; the report
-    # sums them, so run 2 and 4 pairs for 1 and 2 pairs per core)
-    one = _run(kernel, lnc, T, lnc, backward, target, rng)
-    two = _run(kernel, lnc, T, 2 * lnc, backward, target, rng)
+    # one program of an LNC-2 launch: its share of the items (the interpreter runs both programs; the report
+    # sums them, so run 2 and 4 items for 1 and 2 items per core)
+    one = run(lnc, T, lnc, target, rng)
+    two = run(lnc, T, 2 * lnc, target, rng)
     if lnc > 1:  # per-core figures: the programs are identical, divide the summed counts
         one, two = _per_core(one, lnc), _per_core(two, lnc)
     fig = _extrapolate(one, two, pairs // lnc)
-    roof, bound = roofline(T, pairs, lnc, backward, target)
+    roof, bound = roof_fn(T, pairs, lnc)
     return {
         "kernel": name,
         "form": form,
@@ -200,19 +245,53 @@ def main(argv=None):
 
     before = load_before_kernels()
     before_target = dataclasses.replace(TRN2, psum_banks=8)  # the old forward keeps 8 banks live
+    from nki_kernels.kernels.eidetic_select import eidetic_select_kernel
+    from nki_kernels.kernels.gather_rows import gather_rows_kernel, scatter_add_rows_kernel
+
+    after = {
+        "ssd_scan_fwd": ssd_scan_fwd_kernel,
+        "ssd_scan_bwd": ssd_scan_bwd_kernel,
+        "gather_rows": gather_rows_kernel,
+        "scatter_add_rows": scatter_add_rows_kernel,
+        "eidetic_select": eidetic_select_kernel,
+    }
+    pairs = SHAPE["batch"] * SHAPE["heads"]
     rows = []
+    before_label = f"before ({AUDIT_COMMIT})"
     for backward in (False, True):
         name = "ssd_scan_bwd" if backward else "ssd_scan_fwd"
+
+        def roof(T, items, cores, backward=backward):
+            return roofline(T, items, cores, backward)
+
         for T in lengths:
             if before is not None:
-                kern = before[1] if backward else before[0]
-                rows.append(bench(name, kern, f"before ({AUDIT_COMMIT})", 1, T, backward, before_target, rng))
-            kern = ssd_scan_bwd_kernel if backward else ssd_scan_fwd_kernel
-            rows.append(bench(name, kern, "after", 2, T, backward, TRN2, rng))
+                run = _scan_run(before[name], backward)
+                rows.append(bench(name, run, before_label, 1, T, pairs, roof, before_target, rng))
+            rows.append(bench(name, _scan_run(after[name], backward), "after", 2, T, pairs, roof, TRN2, rng))
+    # the old device gather defaulted to the one-hot route ("trn1"); now indirect DMA is the default
+    for name, route_before, route_after in (
+        ("gather_rows", "onehot", "indirect"),
+        ("scatter_add_rows", None, None),
+        ("eidetic_select", None, None),
+    ):
+
+        def roof(T, items, cores, name=name):
+            return memory_roofline(name, T, items, cores)
+
+        for T in lengths:
+            if before is not None:
+                run = _run_memory(name, before[name], route_before)
+                form = before_label + (f" {route_before}" if route_before else "")
+                rows.append(bench(name, run, form, 1, T, MEMORY_SHAPE["batch"], roof, before_target, rng))
+            form = "after" + (f" {route_after}" if route_after else "")
+            run = _run_memory(name, after[name], route_after)
+            rows.append(bench(name, run, form, 2, T, MEMORY_SHAPE["batch"], roof, TRN2, rng))
     meta = environment_info()
     meta.update(
         target="trn2",
         shape=SHAPE,
+        memory_shape=MEMORY_SHAPE,
         before_commit=AUDIT_COMMIT if before is not None else "unavailable (git show failed): no before rows",
         cost_model=(
             f"v2: {DMA_FIXED_US} us fixed per DMA transfer, {DMA_FIXED_OVERLAP} overlapping, bandwidth per "
@@ -227,14 +306,14 @@ def main(argv=None):
     for k in ("git_sha", "git_dirty", "python", "torch", "numpy", "platform", "machine"):
         print(f"  {k}: {meta[k]}")
     head = (
-        f"{'kernel':13s} {'form':17s} {'T':>5s} {'lnc':>3s} {'instr/launch':>12s} {'executed':>9s} {'DMAs':>6s} "
+        f"{'kernel':16s} {'form':26s} {'T':>5s} {'lnc':>3s} {'instr/launch':>12s} {'executed':>9s} {'DMAs':>6s} "
         f"{'B/part med':>10s} {'>=2KiB':>6s} {'PSUM':>4s} {'est us':>8s} {'est v1':>8s} {'roof us':>8s} "
         f"{'ratio':>5s} {'ratio v1':>8s}"
     )
     print(head)
     for r in rows:
         print(
-            f"{r['kernel']:13s} {r['form']:17s} {r['T']:5d} {r['lnc']:3d} {r['instructions_per_launch']:12d} "
+            f"{r['kernel']:16s} {r['form']:26s} {r['T']:5d} {r['lnc']:3d} {r['instructions_per_launch']:12d} "
             f"{r['executed_instructions']:9d} {r['dma_transfers']:6d} {r['dma_B_per_partition_median']:10d} "
             f"{r['dma_share_ge_2KiB']:6.2f} {r['psum_banks']:4d} {r['est_us']:8.1f} {r['est_v1_us']:8.1f} "
             f"{r['roofline_us']:8.1f} {r['ratio']:5.2f} {r['ratio_v1']:8.2f}"
