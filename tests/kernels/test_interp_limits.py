@@ -243,3 +243,27 @@ def test_scan_kernel_rejects_tiles_above_the_limits():
 def test_sbuf_tile_helper_is_needed_only_in_session():
     with pytest.raises(NkiUsageError, match="outside a kernel call"):
         sbuf_from(X)
+
+
+@pytest.mark.parametrize("width, ok", [(7, False), (8, True), (16384, True), (16385, False)])
+def test_max8_reads_8_to_16384_elements_per_partition(width, ok):
+    with interp.session():
+        src = sbuf_from(np.arange(2 * width, dtype=np.float32).reshape(2, width))
+        dst = nl.ndarray((2, 8), nl.float32)
+        if ok:
+            nisa.max8(dst=dst, src=src)
+        else:
+            with pytest.raises(NkiLimitError, match="16384|8"):
+                nisa.max8(dst=dst, src=src)
+
+
+def test_select_kernel_asserts_and_host_check_the_max8_bound():
+    from nki_kernels.host_checks import check_select_args
+    from nki_kernels.kernels.eidetic_select import eidetic_select_kernel
+
+    with pytest.raises(ValueError, match="16384"):
+        check_select_args(20000, 8, 4, "topk", 1)
+    with pytest.raises(ValueError, match="slots \\+ topk"):
+        check_select_args(64, 8, 16380, "topk", 1)
+    with pytest.raises(AssertionError, match="max8"):
+        interp.run_kernel(eidetic_select_kernel, np.zeros((1, 20000), np.float32), 20000, 8, 4, "topk", 1)
