@@ -64,6 +64,7 @@ test-latest:
 lint: $(STAMP)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m nki_kernels.lint nki_kernels/kernels
 
 format: $(STAMP)
 	$(PYTHON) -m ruff check --fix .

@@ -40,4 +40,9 @@ else:
     from nki_kernels.interp import isa as nisa
     from nki_kernels.interp import language as nl
 
-__all__ = ["nki", "nl", "nisa", "HAVE_REAL_NKI"]
+# Chunk loops of the scan kernels run as hardware loops (nl.fori_loop, NKI 0.6+ / SDK 2.32+) when the API has
+# them; otherwise (SDK <= 2.31) they unroll. BMOJO_NKI_UNROLL=1 forces the unrolled form. Read once at import:
+# kernels see it as a compile-time global.
+DYNAMIC_LOOPS = hasattr(nl, "fori_loop") and os.environ.get("BMOJO_NKI_UNROLL") != "1"
+
+__all__ = ["nki", "nl", "nisa", "HAVE_REAL_NKI", "DYNAMIC_LOOPS"]

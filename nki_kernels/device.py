@@ -1,54 +1,57 @@
-"""Calling the kernels on a Neuron device - NOT RUN in this repository (no Neuron SDK or hardware here).
+"""The ``nki`` implementations of the dispatcher on a Neuron device - NOT RUN in this repository (no SDK here).
 
-Two routes, as the Neuron SDK documents them (NKI_REFERENCE.md §5):
+One dispatcher, two device stacks (:mod:`nki_kernels.sdk` detects which; versions in its table):
 
-* PyTorch/XLA (torch-neuronx, SDK <= 2.31): tensors on ``torch_xla.device()``; a ``@nki.jit`` kernel called
-  with XLA tensors becomes a custom call in the graph. :class:`XlaSsdScan` / :class:`XlaGatherRows` wrap
-  forward and backward kernels in ``torch.autograd.Function``.
-* Native PyTorch backend (TorchNeuron, ``device="neuron"``): kernels registered as custom ops with
-  ``torch_neuronx.nki_op`` and their backward with ``torch.library.register_autograd``
-  (:func:`register_torchneuron_ops`).
+* TorchNeuron (SDK >= 2.33, PyTorch 2.14, device ``"neuron"``) - the primary route: the kernels are
+  ``torch_neuronx.nki_op`` custom ops with fake kernels and ``torch.library.register_autograd``
+  (:mod:`nki_kernels.torchneuron_ops`, whose schemas and opcheck run on the CPU in the tests).
+* PyTorch/XLA + torch-neuronx (SDK <= 2.31, PyTorch <= 2.9) - the legacy route: ``@nki.jit`` kernels called
+  with XLA tensors inside ``torch.autograd.Function`` (:class:`XlaSsdScan`, :class:`XlaGatherRows`).
 
-Everything here imports the SDK lazily and is written from the docs; it has not been executed.
+Every launch is ``kernel[lnc]`` with the LNC degree of :mod:`nki_kernels.launch` (NEURON_LOGICAL_NC_CONFIG,
+default 2 = neuronx-cc's default on Trn2/Trn3). Kernel targets are trn2 and trn3 (NeuronCore-v3/v4); the
+gather uses indirect DMA unless ``BMOJO_NKI_GATHER_ROUTE=onehot`` asks for the tensor-engine fallback.
+Inferentia2 / trn1 (NeuronCore-v2) are not kernel targets: current NKI supports Trn2/Trn3 only, so the
+serving export runs torch ops alone.
 """
 
 from __future__ import annotations
 
 import torch
 
-from nki_kernels._nki import HAVE_REAL_NKI
+from nki_kernels.host_checks import check_gather_args, check_scan_args, check_select_args
 from nki_kernels.kernels.eidetic_select import eidetic_select_kernel
 from nki_kernels.kernels.gather_rows import gather_rows_kernel, scatter_add_rows_kernel
 from nki_kernels.kernels.ssd_scan_bwd import ssd_scan_bwd_kernel
 from nki_kernels.kernels.ssd_scan_fwd import ssd_scan_fwd_kernel
+from nki_kernels.launch import grid
+from nki_kernels.sdk import detect_stack
+from nki_kernels.torchneuron_ops import build_ops, dispatcher_impls, gather_route, kernel_dtype, scan_operands
 
-# trn1 has no confirmed indirect DMA in the new API; the device route uses the one-hot route unless told
-# otherwise (NEURON_PLATFORM_TARGET_OVERRIDE / BMOJO_NKI_TARGET = trn2 selects "indirect").
-_DEVICE_ROUTE_ENV = "BMOJO_NKI_TARGET"
-
-
-def _device_gather_route() -> str:
-    import os
-
-    from nki_kernels.kernels.gather_rows import gather_route
-
-    return gather_route(os.environ.get(_DEVICE_ROUTE_ENV, "trn1"))
+OP_NAMESPACE = "bmojo_nki"  # "bmojo::*" are the torch path's own custom ops (bmojo_neuron.ops)
 
 
+def _launch(kernel, *args):
+    return grid(kernel)(*args)
+
+
+# ---- legacy route: PyTorch/XLA (SDK <= 2.31) -----------------------------------------------------------------
 class XlaSsdScan(torch.autograd.Function):
     """PyTorch/XLA: forward and backward NKI kernels inside one autograd Function."""
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, initial_state, chunk_size):
-        y, final = ssd_scan_fwd_kernel(x, dt, A, B, C, D, initial_state, chunk_size)
+        y, final = _launch(ssd_scan_fwd_kernel, *scan_operands(x, dt, A, B, C, D, initial_state), chunk_size)
         ctx.save_for_backward(x, dt, A, B, C, D, initial_state)
         ctx.chunk_size = chunk_size
-        return y, final
+        return y.to(x.dtype), final
 
     @staticmethod
     def backward(ctx, grad_y, grad_final):
         x, dt, A, B, C, D, h0 = ctx.saved_tensors
-        dx, ddt, dA, dB, dC, dD, dh0 = ssd_scan_bwd_kernel(x, dt, A, B, C, D, h0, grad_y, grad_final, ctx.chunk_size)
+        f32 = [None if t is None else t.float() for t in (x, dt, A, B, C, D, h0)]
+        gf = None if grad_final is None else grad_final.float()
+        dx, ddt, dA, dB, dC, dD, dh0 = _launch(ssd_scan_bwd_kernel, *f32, grad_y.float(), gf, ctx.chunk_size)
         return (
             dx.to(x.dtype),
             ddt.to(dt.dtype),
@@ -67,97 +70,68 @@ class XlaGatherRows(torch.autograd.Function):
         idx32 = idx.to(torch.int32)
         ctx.save_for_backward(idx32)
         ctx.seq, ctx.dtype = src.shape[1], src.dtype
-        return gather_rows_kernel(src, idx32, _device_gather_route())
+        return _launch(gather_rows_kernel, src.to(kernel_dtype(src.dtype)), idx32, gather_route()).to(src.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
         (idx32,) = ctx.saved_tensors
-        return scatter_add_rows_kernel(grad_out, idx32, ctx.seq).to(ctx.dtype), None
+        g = grad_out.to(kernel_dtype(grad_out.dtype))
+        return _launch(scatter_add_rows_kernel, g, idx32, ctx.seq).to(ctx.dtype), None
 
 
-def ssd_scan_nki(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
-    return XlaSsdScan.apply(x, dt, A, B, C, D, initial_state, chunk_size)
+def xla_impls() -> dict:
+    def ssd_scan(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
+        check_scan_args(x, B, chunk_size)
+        return XlaSsdScan.apply(x, dt, A, B, C, D, initial_state, chunk_size)
+
+    def eidetic_select(scores, chunk_size, topk, slots, policy, lag):
+        check_select_args(chunk_size, topk, slots, policy, lag)
+        idx, valid = _launch(eidetic_select_kernel, scores.float(), chunk_size, topk, slots, policy, lag)
+        return idx.to(torch.int64), valid.to(torch.bool)
+
+    def gather_rows(src, idx):
+        check_gather_args(src, idx)
+        return XlaGatherRows.apply(src, idx)
+
+    return {"ssd_scan": ssd_scan, "eidetic_select": eidetic_select, "gather_rows": gather_rows}
 
 
-def eidetic_select_nki(scores, chunk_size, topk, slots, policy, lag):
-    idx, valid = eidetic_select_kernel(scores.float(), chunk_size, topk, slots, policy, lag)
-    return idx.to(torch.int64), valid.to(torch.bool)
+# ---- primary route: TorchNeuron (SDK >= 2.33) -----------------------------------------------------------------
+_TORCHNEURON_OPS: dict | None = None
 
 
-def gather_rows_nki(src, idx):
-    return XlaGatherRows.apply(src, idx)
+def register_torchneuron_ops() -> dict:
+    """Register ``bmojo_nki::*`` through ``torch_neuronx.nki_op`` (once per process) and return the ops."""
+    global _TORCHNEURON_OPS
+    if _TORCHNEURON_OPS is None:
+        from torch_neuronx import nki_op  # SDK >= 2.33 only
+
+        _TORCHNEURON_OPS = build_ops(OP_NAMESPACE, nki_op, _launch)
+    return _TORCHNEURON_OPS
 
 
-def register_nki_impls(register) -> None:
-    """Register the PyTorch/XLA routes as the dispatcher's ``nki`` implementations (needs the SDK)."""
-    if not HAVE_REAL_NKI:
-        raise RuntimeError("the Neuron SDK is not importable; the 'nki' implementations cannot run here")
-    register("ssd_scan", "nki")(ssd_scan_nki)
-    register("eidetic_select", "nki")(eidetic_select_nki)
-    register("gather_rows", "nki")(gather_rows_nki)
+def register_nki_impls(register, stack: str | None = None) -> str:
+    """Register the ``nki`` implementations of the detected stack with the dispatcher; return the stack name."""
+    stack = stack or detect_stack()
+    if stack == "torchneuron":
+        impls = dispatcher_impls(register_torchneuron_ops())
+    elif stack == "xla":
+        impls = xla_impls()
+    else:
+        raise RuntimeError(
+            "no Neuron device stack imports here (need the SDK from the Neuron package index: TorchNeuron with "
+            "SDK >= 2.33, or torch-neuronx + torch-xla with SDK <= 2.31); see nki_kernels.sdk.STACKS"
+        )
+    for op, fn in impls.items():
+        register(op, "nki")(fn)
+    return stack
 
 
-def register_torchneuron_ops():
-    """TorchNeuron route: ``bmojo::ssd_scan`` and ``bmojo::gather_rows`` as custom ops with autograd.
+def _register_with_dispatcher() -> None:
+    from bmojo_neuron.ops.dispatch import register
 
-    Returns the two op callables. Requires ``torch_neuronx`` with ``nki_op`` (TorchNeuron beta).
-    """
-    from torch_neuronx import nki_op  # noqa: PLC0415 - SDK only
+    if detect_stack() is not None:
+        register_nki_impls(register)
 
-    @nki_op("bmojo::ssd_scan_fwd", mutates_args={})
-    def ssd_scan_fwd(
-        x: torch.Tensor,
-        dt: torch.Tensor,
-        A: torch.Tensor,
-        B: torch.Tensor,
-        C: torch.Tensor,
-        D: torch.Tensor,
-        initial_state: torch.Tensor,
-        chunk_size: int,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return ssd_scan_fwd_kernel(x, dt, A, B, C, D, initial_state, chunk_size)
 
-    @nki_op("bmojo::ssd_scan_bwd", mutates_args={})
-    def ssd_scan_bwd(
-        x: torch.Tensor,
-        dt: torch.Tensor,
-        A: torch.Tensor,
-        B: torch.Tensor,
-        C: torch.Tensor,
-        D: torch.Tensor,
-        initial_state: torch.Tensor,
-        grad_y: torch.Tensor,
-        grad_final: torch.Tensor,
-        chunk_size: int,
-    ) -> tuple[torch.Tensor, ...]:
-        return ssd_scan_bwd_kernel(x, dt, A, B, C, D, initial_state, grad_y, grad_final, chunk_size)
-
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:7])
-        ctx.chunk_size = inputs[7]
-
-    def backward(ctx, grad_y, grad_final):
-        x, dt, A, B, C, D, h0 = ctx.saved_tensors
-        dx, ddt, dA, dB, dC, dD, dh0 = ssd_scan_bwd(x, dt, A, B, C, D, h0, grad_y, grad_final, ctx.chunk_size)
-        return dx, ddt, dA, dB, dC, dD, dh0, None
-
-    torch.library.register_autograd("bmojo::ssd_scan_fwd", backward, setup_context=setup_context)
-
-    @nki_op("bmojo::gather_rows", mutates_args={})
-    def gather_rows(src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return gather_rows_kernel(src, idx, _device_gather_route())
-
-    @nki_op("bmojo::scatter_add_rows", mutates_args={})
-    def scatter_add_rows(grad_out: torch.Tensor, idx: torch.Tensor, seq: int) -> torch.Tensor:
-        return scatter_add_rows_kernel(grad_out, idx, seq)
-
-    def gather_setup(ctx, inputs, output):
-        ctx.save_for_backward(inputs[1])
-        ctx.seq = inputs[0].shape[1]
-
-    def gather_backward(ctx, grad_out):
-        (idx,) = ctx.saved_tensors
-        return scatter_add_rows(grad_out, idx, ctx.seq), None
-
-    torch.library.register_autograd("bmojo::gather_rows", gather_backward, setup_context=gather_setup)
-    return ssd_scan_fwd, gather_rows
+_register_with_dispatcher()

@@ -4,9 +4,10 @@
 source through the CPU interpreter (or through the official ``nki.simulate`` when the Neuron SDK is
 installed), and convert back; ``torch.autograd.Function`` wrappers route the backward through the
 backward kernels. Importing this module registers them as the ``sim`` implementations of the dispatcher
-(and the device routes of :mod:`nki_kernels.device` as ``nki`` when the SDK imports).
+(:mod:`nki_kernels.device` registers the ``nki`` ones).
 
-The interpreter target (trn1 / trn2) comes from ``BMOJO_NKI_TARGET``; it decides the gather route.
+The interpreter target comes from ``BMOJO_NKI_TARGET`` (default trn2); the gather uses indirect DMA unless
+``BMOJO_NKI_GATHER_ROUTE=onehot`` (or the legacy trn1 model, which has no indirect DMA) selects the fallback.
 """
 
 from __future__ import annotations
@@ -15,23 +16,27 @@ import numpy as np
 import torch
 
 from nki_kernels._nki import HAVE_REAL_NKI, nki
+from nki_kernels.host_checks import check_gather_args, check_scan_args, check_select_args
 from nki_kernels.interp.targets import resolve_target
 from nki_kernels.interp.torch_io import to_numpy, to_torch
 from nki_kernels.kernels.eidetic_select import eidetic_select_kernel
 from nki_kernels.kernels.gather_rows import gather_route, gather_rows_kernel, scatter_add_rows_kernel
 from nki_kernels.kernels.ssd_scan_bwd import ssd_scan_bwd_kernel
 from nki_kernels.kernels.ssd_scan_fwd import ssd_scan_fwd_kernel
+from nki_kernels.launch import grid
+from nki_kernels.torchneuron_ops import gather_route as requested_gather_route
 
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def run(kernel, *args):
-    """Run a kernel on NumPy arguments: official simulator if the SDK is present, else our interpreter."""
+    """Run a kernel on NumPy arguments with the process's launch grid (:mod:`nki_kernels.launch`): official
+    simulator if the SDK is present, else our interpreter (which also checks the shards cover the work once)."""
     if HAVE_REAL_NKI:
-        return nki.simulate(kernel)(*args)
+        return nki.simulate(grid(kernel))(*args)
     from nki_kernels.interp import run_kernel
 
-    out, _ = run_kernel(kernel, *args, target=resolve_target())
+    out, _ = run_kernel(grid(kernel), *args, target=resolve_target())
     return out
 
 
@@ -104,6 +109,7 @@ def ssd_scan_sim(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
     Returns ``(y, final_state)``; y in ``x.dtype`` (the kernel computes in bf16 for bf16 x, else fp32),
     final_state fp32. Differentiable w.r.t. every tensor argument (backward kernel, fp32).
     """
+    check_scan_args(x, B, chunk_size)
     return _SsdScan.apply(x, dt, A, B, C, D, initial_state, chunk_size)
 
 
@@ -112,6 +118,7 @@ def eidetic_select_sim(scores, chunk_size, topk, slots, policy, lag):
 
     Returns ``idx`` (batch, n_chunks, slots) int64 and ``valid`` bool; not differentiable.
     """
+    check_select_args(int(chunk_size), int(topk), int(slots), policy, int(lag))
     idx, valid = run(
         eidetic_select_kernel, _np(scores, torch.float32), int(chunk_size), int(topk), int(slots), policy, int(lag)
     )
@@ -129,7 +136,9 @@ class _GatherRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, src, idx):
         mm = src.dtype if src.dtype in _KERNEL_DTYPES else torch.float32
-        route = gather_route(resolve_target().name) if not HAVE_REAL_NKI else "onehot"
+        route = gather_route(resolve_target().name)
+        if route == "indirect":
+            route = requested_gather_route()
         out = run(gather_rows_kernel, _np(src, mm), _idx32(idx), route)
         ctx.save_for_backward(idx)
         ctx.src_shape, ctx.src_dtype = src.shape, src.dtype
@@ -145,6 +154,7 @@ class _GatherRows(torch.autograd.Function):
 
 def gather_rows_sim(src, idx):
     """``out[b, i] = src[b, idx[b, i]]`` through the gather kernel; backward = scatter-add kernel."""
+    check_gather_args(src, idx)
     return _GatherRows.apply(src, idx)
 
 
@@ -162,11 +172,7 @@ def _register_with_dispatcher() -> None:
         from bmojo_neuron.ops.dispatch import register
     except ImportError:  # used standalone
         return
-    register_sim_impls(register)
-    if HAVE_REAL_NKI:
-        from nki_kernels.device import register_nki_impls
-
-        register_nki_impls(register)
+    register_sim_impls(register)  # the device ("nki") implementations live in nki_kernels.device
 
 
 _register_with_dispatcher()

@@ -5,7 +5,8 @@ Implementations register under an op name and an implementation name:
 - ``reference``: plain, slow, obviously correct torch (the ground truth);
 - ``torch``: the fast CPU/GPU path;
 - ``sim``: the NKI kernel source run by our CPU interpreter of the NKI subset (``nki_kernels``);
-- ``nki``: the NKI kernels on a Neuron device (needs the Neuron SDK).
+- ``nki``: the NKI kernels on a Neuron device (needs the Neuron SDK): TorchNeuron custom ops on SDK >= 2.33
+  (primary), PyTorch/XLA + torch-neuronx on SDK <= 2.31 (legacy); ``nki_kernels.device`` picks the stack.
 
 ``BMOJO_KERNELS`` (``auto``, ``reference``, ``torch``, ``sim``, ``nki``) overrides the choice for the
 whole process; :func:`use_kernels` overrides it inside a ``with`` block. ``auto`` picks ``nki`` for tensors
@@ -29,7 +30,7 @@ ENV_VAR = "BMOJO_KERNELS"
 # dependency only matters when that implementation is asked for.
 _PROVIDERS = {
     "sim": "nki_kernels.torch_bridge",
-    "nki": "nki_kernels.torch_bridge",
+    "nki": "nki_kernels.device",
 }
 
 _registry: dict[str, dict[str, Callable]] = {}
@@ -113,7 +114,13 @@ def resolve(op: str, *tensors) -> Callable:
     if mode not in impls:
         _load_provider(mode)
     if mode not in impls:
-        raise KernelUnavailableError(f"op {op!r} has no {mode!r} implementation (available: {sorted(impls)})")
+        hint = ""
+        if mode == "nki":
+            hint = (
+                "; no Neuron device stack was detected (TorchNeuron needs SDK >= 2.33 with torch_neuronx.nki_op, "
+                "the legacy route torch-neuronx + torch-xla from SDK <= 2.31; see nki_kernels.sdk.STACKS)"
+            )
+        raise KernelUnavailableError(f"op {op!r} has no {mode!r} implementation (available: {sorted(impls)}){hint}")
     return impls[mode]
 
 

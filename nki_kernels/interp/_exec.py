@@ -11,8 +11,8 @@ import numpy as np
 
 from . import dtypes
 from .context import current
-from .errors import NkiBufferError, NkiLimitError, NkiUninitializedReadError, NkiUsageError
-from .memory import Buffer, psum, sbuf
+from .errors import NkiBufferError, NkiLimitError, NkiShardError, NkiUninitializedReadError, NkiUsageError
+from .memory import Buffer, psum, sbuf, shared_hbm
 from .tensor import NkiTensor
 
 ON_CHIP = (sbuf, psum)
@@ -80,6 +80,31 @@ def write(t: NkiTensor, values: np.ndarray, *, by_matmul: bool = False) -> None:
     if t.storage.mm_written is not None:
         t._view(t.storage.mm_written)[...] = by_matmul
     t.storage.dirty = True
+    if t.storage.buffer is shared_hbm:
+        claim(t.storage, t._view(owner_array(t.storage)))
+
+
+def owner_array(storage) -> np.ndarray:
+    """Per element of a ``shared_hbm`` tensor: the program id that wrote it (-1: none yet)."""
+    if getattr(storage, "owner", None) is None:
+        storage.owner = np.full(storage.size, -1, dtype=np.int16)
+    return storage.owner
+
+
+def claim(storage, owners: np.ndarray) -> None:
+    """Record that the current program wrote these elements of a shared output; two programs writing the
+    same element is an overlap of the launch grid's shards (each element must be written by one program)."""
+    ctx = current()
+    pid = ctx.program_id
+    other = (owners != -1) & (owners != pid)
+    if other.any():
+        first = int(np.argmax(other.reshape(-1)))
+        raise NkiShardError(
+            f"LNC shards overlap: program {pid} of {ctx.num_programs} writes {int(other.sum())} element(s) of "
+            f"shared_hbm tensor '{storage.name}' that program {int(owners.reshape(-1)[first])} already wrote; "
+            "split the (batch, head) work with nl.program_id() / nl.num_programs() so each output has one writer"
+        )
+    owners[...] = pid
 
 
 def scalar_operand(instr: str, operand: str, value, data: NkiTensor) -> np.ndarray | float:
@@ -104,4 +129,4 @@ def not_both_psum(instr: str, names: tuple[str, str], a: NkiTensor, b: NkiTensor
 def record(instr: str, engine: str, dst: NkiTensor, cycles: int, flops: int = 0) -> None:
     ctx = current()
     ctx.instruction_index += 1
-    ctx.stats.record(instr, engine, dst.size, cycles, flops)
+    ctx.stats.record(instr, engine, dst.size, cycles, flops, ctx=ctx)

@@ -22,6 +22,10 @@ class KernelContext:
         self.shared_storages: list = []
         self.shared_cursor = 0
         self.instruction_index = 0
+        # nl.fori_loop bookkeeping: instruction names issued by the running loop bodies (innermost last) and
+        # how many loops are past their first iteration (their instructions are already in the program).
+        self.loop_stack: list[list[str]] = []
+        self.replaying = 0
 
     def report(self):
         return self.stats.report(self.allocator)

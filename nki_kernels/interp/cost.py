@@ -21,12 +21,28 @@ nc_matmul                    tensor     ``max(min(64, M), N_moving)``, x4 when t
 nc_transpose (TensorE)       tensor     ``max(P, min(64, F))``
 ===========================  =========  ========================================================
 
-Cycles become time at the engine clock of the target. DMA time is ``effective_bytes / dma_gbps`` with
-``effective_bytes`` = the sum over contiguous runs of ``max(run_bytes, DMA_MIN_RUN_BYTES)`` - our assumption
-(no published figure) that a DMA moves at least 64 bytes per descriptor element, so element-strided
-(transposing) DMAs are charged for what they waste. Not modelled: DMA latency (assumes enough DMAs in
-flight), dependency stalls between back-to-back instructions (~100 cycles each on VectorE per the trn1
-guide), semaphore waits, and trn1's SBUF/PSUM port sharing between engines.
+Cycles become time at the engine clock of the target. DMA (model v2, the default since issue 15), per transfer:
+
+    time = DMA_FIXED_US / DMA_FIXED_OVERLAP  +  effective_bytes / (min(16, partitions) x per-engine bandwidth)
+
+* ``DMA_FIXED_US`` = 1.3 us: the documented per-transfer cost (descriptor setup, synchronisation and
+  semaphore-to-start latency, ~1300 ns; NKI DMA bandwidth guide, SDK 2.32). It is what makes small transfers
+  (< 2 KiB per partition) overhead-bound. ``DMA_FIXED_OVERLAP`` = 4 is OUR assumption: a kernel keeps about
+  four transfers in flight, so four fixed costs overlap (the guide gives no figure; 1 would be a fully
+  serial kernel, 16 one transfer per DMA engine).
+* data: a transfer spreads its partitions over at most the 16 DMA engines of a NeuronCore, each moving
+  ``dma_gbps / 16`` (23 B/ns on trn2; "fewer partitions means fewer engines utilized").
+* ``effective_bytes`` = the sum over contiguous runs of ``max(run_bytes, DMA_MIN_RUN_BYTES)`` - our
+  assumption (no published figure) that a descriptor element moves at least 64 bytes, so element-strided
+  DMAs are charged for what they waste.
+
+Model v1 (before issue 15; kept in the report as ``dma_time_v1_us`` / ``est_time_v1_us`` for comparison):
+``effective_bytes / dma_gbps``, no fixed cost, all 16 engines on every transfer.
+
+Not modelled: dependency stalls between back-to-back instructions (~100 cycles each on VectorE per the trn1
+guide), semaphore waits between engines, DMA queue contention, HBM channel effects, ScalarE's piecewise
+polynomial activations (accuracy, not time), trn1's SBUF/PSUM port sharing, and anything the compiler's
+scheduler does (it may do better or worse than "engines overlap perfectly").
 
 Two totals are reported: ``est_time_us`` = the busiest engine (engines run concurrently and the
 scheduler overlaps independent work - a lower bound) and ``serial_time_us`` = the sum over engines
@@ -39,6 +55,9 @@ from dataclasses import asdict, dataclass, field
 
 MIN_II = 64
 DMA_MIN_RUN_BYTES = 64
+DMA_FIXED_US = 1.3  # per-transfer cost, NKI DMA bandwidth guide (SDK 2.32)
+DMA_FIXED_OVERLAP = 4  # our assumption: transfers in flight whose fixed costs overlap
+DMA_ENGINES = 16
 ENGINES = ("tensor", "vector", "scalar", "gpsimd", "dma")
 
 
@@ -64,6 +83,11 @@ class RunReport:
     sbuf_peak_bytes_per_partition: int
     psum_peak_banks: int
     instruction_counts: dict = field(default_factory=dict)
+    static_instructions: int = 0  # program size: nl.fori_loop bodies counted once
+    dma_transfers: int = 0
+    dma_bytes_per_partition: list = field(default_factory=list)  # one entry per transfer
+    dma_time_v1_us: float = 0.0  # old model: bytes / bandwidth only
+    est_time_v1_us: float = 0.0  # busiest engine with the old DMA model
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -95,8 +119,21 @@ class Stats:
         self.dma_effective_bytes = 0
         self.matmul_flops = 0
         self.instruction_counts: dict[str, int] = {}
+        self.static_instructions = 0
+        self.dma_per_partition: list[int] = []
+        self.dma_time_v2_us = 0.0
 
-    def record(self, instr: str, engine: str, elements: int, cycles: int, flops: int = 0) -> None:
+    def count_static(self, ctx, instr: str) -> None:
+        """Program size: an instruction inside nl.fori_loop counts once, not once per iteration."""
+        if ctx is not None:
+            if ctx.loop_stack:
+                ctx.loop_stack[-1].append(instr)
+            if ctx.replaying:
+                return
+        self.static_instructions += 1
+
+    def record(self, instr: str, engine: str, elements: int, cycles: int, flops: int = 0, ctx=None) -> None:
+        self.count_static(ctx, instr)
         c = self.engines[engine]
         c.instructions += 1
         c.elements += int(elements)
@@ -104,25 +141,30 @@ class Stats:
         self.matmul_flops += int(flops)
         self.instruction_counts[instr] = self.instruction_counts.get(instr, 0) + 1
 
-    def record_dma(self, instr: str, elements: int, nbytes: int, run_bytes: int) -> None:
+    def record_dma(self, instr: str, elements: int, nbytes: int, run_bytes: int, partitions: int = 1, ctx=None) -> None:
+        self.count_static(ctx, instr)
         c = self.engines["dma"]
         c.instructions += 1
         c.elements += int(elements)
         self.dma_bytes += int(nbytes)
         runs = max(1, -(-nbytes // max(1, run_bytes)))
-        self.dma_effective_bytes += (
-            runs * max(run_bytes, DMA_MIN_RUN_BYTES) if run_bytes < nbytes else max(nbytes, DMA_MIN_RUN_BYTES)
-        )
+        eff = runs * max(run_bytes, DMA_MIN_RUN_BYTES) if run_bytes < nbytes else max(nbytes, DMA_MIN_RUN_BYTES)
+        self.dma_effective_bytes += eff
         self.instruction_counts[instr] = self.instruction_counts.get(instr, 0) + 1
+        parts = max(1, int(partitions))
+        self.dma_per_partition.append(int(nbytes) // parts)
+        engine_bw = self.target.dma_gbps / DMA_ENGINES * 1e3  # bytes per us per engine
+        self.dma_time_v2_us += DMA_FIXED_US / DMA_FIXED_OVERLAP + eff / (min(DMA_ENGINES, parts) * engine_bw)
 
     def report(self, allocator) -> RunReport:
         t = self.target
         times = {}
         for e in ENGINES:
             if e == "dma":
-                times[e] = self.dma_effective_bytes / (t.dma_gbps * 1e3)  # bytes / (GB/s) -> us
+                times[e] = self.dma_time_v2_us
             else:
                 times[e] = self.engines[e].cycles / (t.clock_ghz[e] * 1e3)  # cycles / GHz -> us
+        dma_v1 = self.dma_effective_bytes / (t.dma_gbps * 1e3)  # bytes / (GB/s) -> us
         return RunReport(
             target=t.name,
             engines={e: asdict(c) for e, c in self.engines.items()},
@@ -135,6 +177,11 @@ class Stats:
             sbuf_peak_bytes_per_partition=allocator.sbuf_peak,
             psum_peak_banks=allocator.psum_peak_banks,
             instruction_counts=dict(sorted(self.instruction_counts.items())),
+            static_instructions=self.static_instructions,
+            dma_transfers=len(self.dma_per_partition),
+            dma_bytes_per_partition=list(self.dma_per_partition),
+            dma_time_v1_us=dma_v1,
+            est_time_v1_us=max([dma_v1] + [v for k, v in times.items() if k != "dma"]),
         )
 
 

@@ -42,3 +42,7 @@ class NkiUnsupportedError(NkiError, NotImplementedError):
 def limit_error(instr: str, operand: str, limit_name: str, limit, value) -> NkiLimitError:
     """Build the standard message: ``<instr>: operand '<operand>' <limit_name> is <value>, limit <limit>``."""
     return NkiLimitError(f"{instr}: operand '{operand}' {limit_name} is {value}, limit is {limit}")
+
+
+class NkiShardError(NkiError):
+    """The programs of an LNC launch overlap (write the same output element) or leave a gap."""

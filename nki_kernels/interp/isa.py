@@ -23,7 +23,7 @@ from .errors import (
     NkiUnsupportedError,
     NkiUsageError,
 )
-from .memory import HBM_BUFFERS, psum, sbuf
+from .memory import HBM_BUFFERS, psum, sbuf, shared_hbm
 from .tensor import IndirectAccess, NkiTensor
 
 
@@ -588,7 +588,7 @@ def dma_copy(
             X.write(dst[r], flat[r])
     nbytes = math.prod(src.shape) * max(src.dtype.itemsize, dst.dtype.itemsize)
     ctx.instruction_index += 1
-    ctx.stats.record_dma(instr, math.prod(src.shape), nbytes, _run_bytes(src, dst))
+    ctx.stats.record_dma(instr, math.prod(src.shape), nbytes, _run_bytes(src, dst), _dma_partitions(src, dst), ctx=ctx)
 
 
 def _row_positions(ap: IndirectAccess, oob) -> tuple[np.ndarray, np.ndarray]:
@@ -632,6 +632,17 @@ def _scatter(instr, ap: IndirectAccess, vals: np.ndarray, oob) -> None:
     st.data[pos[ok]] = dtypes.cast(flat[ok], st.dtype)
     st.written[pos[ok]] = True
     st.dirty = True
+    if st.buffer is shared_hbm:
+        owners = X.owner_array(st)
+        sub = owners[pos[ok]]
+        X.claim(st, sub)
+        owners[pos[ok]] = sub
+
+
+def _dma_partitions(src, dst) -> int:
+    """Rows the transfer spreads over DMA engines: the on-chip side's partitions (HBM->HBM: the outer dim)."""
+    side = dst if dst.buffer.on_chip else src
+    return int(side.shape[0]) if len(side.shape) else 1
 
 
 def _run_bytes(src, dst) -> int:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from . import context
-from .errors import NkiBufferError, NkiUninitializedReadError, NkiUsageError
+from .errors import NkiBufferError, NkiShardError, NkiUninitializedReadError, NkiUsageError
 from .memory import Storage, hbm, shared_hbm
 from .tensor import NkiTensor
 
@@ -82,7 +82,7 @@ def run_kernel(kernel, *args, target=None, **kwargs):
             ctx.program_id, ctx.shared_cursor = pid, 0
             r = kernel.fn(*[w for w, _ in wrapped], **{k: w for k, (w, _) in kw.items()})
             result = r if pid == 0 else result
-        outputs = _collect(result)
+        outputs = _collect(result, kernel.lnc)
         for w, orig in list(wrapped) + list(kw.values()):
             if isinstance(w, NkiTensor) and w.storage.dirty and orig is not None:
                 _write_back(orig, w)
@@ -114,13 +114,13 @@ def _wrap(a, label, ctx):
     return a, None
 
 
-def _collect(result):
+def _collect(result, lnc: int = 1):
     if result is None:
         return None
     if isinstance(result, (tuple, list)):
-        return type(result)(_collect(r) for r in result)
+        return type(result)(_collect(r, lnc) for r in result)
     if isinstance(result, dict):
-        return {k: _collect(v) for k, v in result.items()}
+        return {k: _collect(v, lnc) for k, v in result.items()}
     if not isinstance(result, NkiTensor):
         return result
     if result.buffer is not shared_hbm:
@@ -128,6 +128,11 @@ def _collect(result):
             f"kernel output {result.describe()} must be allocated with buffer=nl.shared_hbm (NKI 0.3+)"
         )
     w = result.written_view()
+    if not w.all() and lnc > 1:
+        raise NkiShardError(
+            f"LNC shards leave a gap: {int((~w).sum())} element(s) of kernel output {result.describe()} were "
+            f"written by none of the {lnc} programs; the shards must cover the work exactly once"
+        )
     if not w.all():
         raise NkiUninitializedReadError(
             f"kernel output {result.describe()} has {int((~w).sum())} element(s) the kernel never wrote"

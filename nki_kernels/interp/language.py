@@ -59,14 +59,20 @@ from .tensor import NkiTensor, ds  # noqa: F401
 
 
 class tile_size:
-    """Tile limits shared by trn1 and trn2 (NKI_REFERENCE.md §3)."""
+    """Tile limits of trn2/trn3 (names as ``nki.language.tile_size`` in the 2.32 API table). ``psum_num_banks`` is
+    the usable count, 7 when bank 7 is kept for PE transposes; the interpreter always takes that stricter case."""
 
     pmax = 128
-    psum_fmax = 512
-    psum_num_banks = 8
+    psum_fmax = 512  # deprecated alias of psum_bank_fmax since NKI 0.4.0
+    psum_bank_fmax = 512
+    psum_bank_fmax_bytes = 2048
+    psum_num_banks = 7
     gemm_stationary_fmax = 128
     gemm_moving_fmax = 512
     bn_stats_fmax = 512
+
+
+from .loops import fori_loop  # noqa: E402,F401  (nl.fori_loop)
 
 
 def affine_range(*args):

@@ -1,8 +1,8 @@
 """Hardware targets the interpreter can model (limits and peak figures from NKI_REFERENCE.md §3).
 
 Select one with the ``target=`` argument of :func:`nki_kernels.interp.run_kernel` / ``simulate``, or the
-environment: ``BMOJO_NKI_TARGET`` (``trn1`` | ``trn2``), else the official
-``NEURON_PLATFORM_TARGET_OVERRIDE`` (``trn1|gen2`` / ``trn2|gen3``), else ``trn2``.
+environment: ``BMOJO_NKI_TARGET`` (``trn2`` | ``trn3``; ``trn1`` = legacy NeuronCore-v2 model), else the
+official ``NEURON_PLATFORM_TARGET_OVERRIDE`` (``trn2|gen3`` / ``trn3|gen4`` / ``trn1|gen2``), else ``trn2``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from .errors import NkiUsageError
 
 KIB = 1024
+# PSUM has 8 banks of 2 KiB per partition, but ``nl.tile_size.psum_num_banks`` is 7 when bank 7 is reserved
+# for PE transposes (NKI_DMA_TRANSPOSE_AS_PE_TRANSPOSE on trn2+); the interpreter enforces the stricter 7.
+PSUM_PHYSICAL_BANKS = 8
+PSUM_USABLE_BANKS = 7
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,7 @@ class Target:
     nc_version: str  # "gen2" (NeuronCore-v2, trn1) / "gen3" (NeuronCore-v3, trn2)
     pmax: int  # partitions of SBUF and PSUM
     sbuf_bytes_per_partition: int  # usable SBUF per partition (KLR `total_available_sbuf_size`)
-    psum_banks: int
+    psum_banks: int  # usable banks (nl.tile_size.psum_num_banks), see PSUM_USABLE_BANKS
     psum_bank_bytes: int  # per partition; 512 fp32
     gemm_k_max: int  # contraction (partition) size of nc_matmul
     gemm_stationary_fmax: int  # free size M of the stationary operand
@@ -49,7 +53,7 @@ TRN1 = Target(
     nc_version="gen2",
     pmax=128,
     sbuf_bytes_per_partition=180224,
-    psum_banks=8,
+    psum_banks=PSUM_USABLE_BANKS,
     psum_bank_bytes=2 * KIB,
     gemm_k_max=128,
     gemm_stationary_fmax=128,
@@ -67,7 +71,7 @@ TRN2 = Target(
     nc_version="gen3",
     pmax=128,
     sbuf_bytes_per_partition=212984,
-    psum_banks=8,
+    psum_banks=PSUM_USABLE_BANKS,
     psum_bank_bytes=2 * KIB,
     gemm_k_max=128,
     gemm_stationary_fmax=128,
@@ -80,8 +84,39 @@ TRN2 = Target(
     indirect_dma_certain=True,
 )
 
-TARGETS = {"trn1": TRN1, "trn2": TRN2}
-_OVERRIDE_ALIASES = {"trn1": "trn1", "gen2": "trn1", "inf2": "trn1", "trn2": "trn2", "gen3": "trn2"}
+# trn3 (NeuronCore-v4): NKI_REFERENCE.md §3. SBUF per partition is UNCERTAIN for SDK 2.32 (KLR figure);
+# the moving free size is kept at 512 (the trn3 fp32-dst limit is larger, the kernels do not use it).
+TRN3 = Target(
+    name="trn3",
+    nc_version="gen4",
+    pmax=128,
+    sbuf_bytes_per_partition=245752,
+    psum_banks=PSUM_USABLE_BANKS,
+    psum_bank_bytes=2 * KIB,
+    gemm_k_max=128,
+    gemm_stationary_fmax=128,
+    gemm_moving_fmax=512,
+    clock_ghz={"tensor": 2.4, "vector": 1.2, "scalar": 1.2, "gpsimd": 1.2},
+    tensor_tflops_bf16=79.0,
+    tensor_tflops_fp32=20.0,
+    dma_gbps=528.0,
+    scalar_bias_allowed=True,
+    indirect_dma_certain=True,
+)
+
+# Kernel targets are trn2 and trn3 (current NKI supports Trainium2/3 only). TRN1 stays as a legacy model of
+# NeuronCore-v2 (trn1 / inf2) for the interpreter's own tests; no kernel route defaults to it.
+TARGETS = {"trn1": TRN1, "trn2": TRN2, "trn3": TRN3}
+KERNEL_TARGETS = ("trn2", "trn3")
+_OVERRIDE_ALIASES = {
+    "trn1": "trn1",
+    "gen2": "trn1",
+    "inf2": "trn1",
+    "trn2": "trn2",
+    "gen3": "trn2",
+    "trn3": "trn3",
+    "gen4": "trn3",
+}
 DEFAULT_TARGET = "trn2"
 
 

@@ -162,10 +162,20 @@ class NkiTensor:
             strides.append(1)
         return NkiTensor(self.storage, shape, strides, offset)
 
-    def ap(self, pattern, offset: int = 0, vector_offset=None, indirect_dim: int = 0, scalar_offset=None, dtype=None):
+    def ap(self, pattern, offset=None, scalar_offset=None, vector_offset=None, indirect_dim: int = 0, dtype=None):
         """Access pattern on the raw storage: ``pattern = [[stride, count], ...]`` (outermost first)."""
-        if dtype is not None or scalar_offset is not None:
-            raise NkiUnsupportedError(".ap: dtype= and scalar_offset= are not implemented by the interpreter")
+        if dtype is not None:
+            raise NkiUnsupportedError(".ap: dtype= is not implemented by the interpreter")
+        if offset is None:  # as in the API: inherit the view's offset
+            offset = self.offset
+        if scalar_offset is not None:  # start += scalar_offset * (elements per step of dim indirect_dim)
+            from .loops import NkiScalar
+
+            if not isinstance(scalar_offset, NkiScalar):
+                raise NkiUsageError(".ap(scalar_offset=...) takes a loop register (NkiScalar), not a Python int")
+            if vector_offset is not None or self.buffer.on_chip:
+                raise NkiUnsupportedError(".ap(scalar_offset=...) is modelled for HBM tensors without vector_offset")
+            offset = offset + scalar_offset.runtime_value() * math.prod(self.shape[indirect_dim + 1 :])
         pattern = [list(p) for p in pattern]
         if any(len(p) != 2 for p in pattern):
             raise NkiUsageError(f".ap: pattern entries must be [stride, count] pairs, got {pattern}")

@@ -20,11 +20,11 @@ import math
 
 from nki_kernels._nki import nisa, nki, nl
 
-from ._tiles import PMAX
+from ._tiles import MAX8_MAX, MAX8_MIN, PMAX, check_tile_limits, work_range
 
 INVALID = -1.0e38  # key of padding / empty memory slots; hardware top-k avoids -inf (NKI_REFERENCE.md §2)
 REMOVED = -3.0e38  # written over entries a top-k round has taken
-MAX8_WIDTH = 8  # max8 returns 8 values and needs at least 8 elements per partition
+MAX8_WIDTH = MAX8_MIN  # max8 returns 8 values and needs at least 8 elements per partition
 
 
 def _round8(n: int) -> int:
@@ -52,23 +52,28 @@ def eidetic_select_kernel(scores, chunk_size, topk, slots, policy, lag):
         idx (batch, n_chunks, slots) int32 token positions (0 where invalid) and
         valid (batch, n_chunks, slots) uint8, both nl.shared_hbm.
     """
-    if policy not in ("topk", "fifo"):
-        raise ValueError(f"eidetic_select kernel: unknown policy {policy!r}")
-    if not 1 <= topk <= chunk_size or slots < 1 or lag < 1:
-        raise ValueError(
-            f"eidetic_select kernel: need 1 <= topk <= chunk_size, slots >= 1, lag >= 1 "
-            f"(got topk={topk}, chunk_size={chunk_size}, slots={slots}, lag={lag})"
-        )
+    check_tile_limits(1)
+    assert policy == "topk" or policy == "fifo", "eidetic_select kernel: policy must be 'topk' or 'fifo'"
+    assert 1 <= topk, "eidetic_select kernel: topk must be >= 1"
+    assert topk <= chunk_size, "eidetic_select kernel: topk must be <= chunk_size"
+    assert slots >= 1, "eidetic_select kernel: slots must be >= 1"
+    assert lag >= 1, "eidetic_select kernel: lag must be >= 1"
     batch, seq = scores.shape
     n_chunks = math.ceil(seq / chunk_size)
     width = max(chunk_size, MAX8_WIDTH)
     pool_w = max(slots + topk, MAX8_WIDTH)
+    # max8 / nc_find_index8 / nc_match_replace8 read 8..16384 elements per partition
+    assert width <= MAX8_MAX, "eidetic_select kernel: chunk_size above max8's 16384 elements"
+    assert pool_w <= MAX8_MAX, "eidetic_select kernel: slots + topk above max8's 16384 elements"
     k8, m8 = _round8(topk), _round8(slots)
     idx_out = nl.ndarray((batch, n_chunks, slots), nl.int32, buffer=nl.shared_hbm, name="idx")
     valid_out = nl.ndarray((batch, n_chunks, slots), nl.uint8, buffer=nl.shared_hbm, name="valid")
 
-    for b0 in range(0, batch, PMAX):
-        bt = min(PMAX, batch - b0)
+    # LNC: batch rows are independent; each program (physical core) takes a contiguous block of rows,
+    # up to 128 per tile (rows on partitions).
+    r_lo, r_hi = work_range(batch)
+    for b0 in range(r_lo, r_hi, PMAX):
+        bt = min(PMAX, r_hi - b0)
         work = nl.ndarray((bt, width), nl.float32, name="chunk_scores")
         cand_val = nl.ndarray((bt, k8), nl.float32, name="cand_val")
         cand_idx = nl.ndarray((bt, k8), nl.uint32, name="cand_idx")

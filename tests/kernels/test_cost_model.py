@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nki_kernels import interp
+from nki_kernels.interp import cost
 from nki_kernels.interp import isa as nisa
 from nki_kernels.interp import language as nl
 from nki_kernels.interp.targets import resolve_target
@@ -68,3 +69,27 @@ def test_target_selection(monkeypatch):
     assert resolve_target("trn1").name == "trn1"
     with pytest.raises(interp.NkiUsageError):
         resolve_target("trn9")
+
+
+def test_dma_fixed_cost_makes_small_transfers_expensive():
+    """Model v2: eight 256 B/partition transfers cost far more than one 2 KiB/partition transfer of the same
+    bytes (1.3 us fixed cost each); model v1 (bytes / bandwidth) charges them the same."""
+
+    @interp.jit
+    def copy(x, pieces):
+        out = nl.ndarray(x.shape, x.dtype, buffer=nl.shared_hbm)
+        t = nl.ndarray((128, 512), nl.float32)
+        w = 512 // pieces
+        for k in range(pieces):
+            nisa.dma_copy(dst=t[:, k * w : (k + 1) * w], src=x[:, k * w : (k + 1) * w])
+        nl.store(out, t)
+        return out
+
+    x = np.ones((128, 512), np.float32)
+    _, one = interp.run_kernel(copy, x, 1)
+    _, eight = interp.run_kernel(copy, x, 8)
+    assert eight.dma_transfers == one.dma_transfers + 7
+    assert sorted(one.dma_bytes_per_partition) == [2048, 2048]
+    assert eight.engine_time_us["dma"] > 2 * one.engine_time_us["dma"]
+    assert eight.engine_time_us["dma"] - one.engine_time_us["dma"] >= 7 * cost.DMA_FIXED_US / cost.DMA_FIXED_OVERLAP
+    assert abs(eight.dma_time_v1_us - one.dma_time_v1_us) < 1e-9

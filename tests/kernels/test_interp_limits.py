@@ -35,8 +35,13 @@ def _psum_hog(x, n_tiles):
 
 
 def test_psum_oversubscription_raises_naming_limit():
-    with pytest.raises(NkiCapacityError, match=r"PSUM oversubscribed allocating 'acc8'.*limit is 8 banks"):
-        _psum_hog(X, 9)
+    # 7 usable banks (nl.tile_size.psum_num_banks with bank 7 kept for PE transposes): the 8th tile fails
+    with interp.session():
+        keep = [nl.ndarray((128, 512), nl.float32, buffer=nl.psum) for _ in range(7)]  # 7 banks fit
+        assert len(keep) == 7
+    with pytest.raises(NkiCapacityError, match=r"PSUM oversubscribed allocating 'acc7'.*limit is 7 banks"):
+        _psum_hog(X, 8)
+    assert interp.language.tile_size.psum_num_banks == 7
 
 
 def test_psum_allocations_are_bank_aligned():
@@ -45,8 +50,8 @@ def test_psum_allocations_are_bank_aligned():
         other = nl.ndarray((128, 4), nl.float32, buffer=nl.psum)
         assert (small.storage.first_bank, other.storage.first_bank) == (0, 1)
         with pytest.raises(NkiCapacityError):
-            [nl.ndarray((128, 1), nl.float32, buffer=nl.psum) for _ in range(7)]
-        assert ctx.allocator.psum_peak_banks == 8
+            [nl.ndarray((128, 1), nl.float32, buffer=nl.psum) for _ in range(6)]
+        assert ctx.allocator.psum_peak_banks == 7
 
 
 def test_sbuf_oversubscription_depends_on_target():
@@ -222,7 +227,7 @@ def test_scan_kernel_rejects_tiles_above_the_limits():
     from nki_kernels.kernels.ssd_scan_fwd import ssd_scan_fwd_kernel
 
     x = np.zeros((1, 4, 1, 8), np.float32)
-    with pytest.raises(ValueError, match="chunk_size 256"):
+    with pytest.raises(AssertionError, match="chunk_size above 128"):  # kernels assert; wrappers raise ValueError
         ssd_scan_fwd_kernel(
             x,
             np.ones((1, 4, 1), np.float32),
@@ -238,3 +243,27 @@ def test_scan_kernel_rejects_tiles_above_the_limits():
 def test_sbuf_tile_helper_is_needed_only_in_session():
     with pytest.raises(NkiUsageError, match="outside a kernel call"):
         sbuf_from(X)
+
+
+@pytest.mark.parametrize("width, ok", [(7, False), (8, True), (16384, True), (16385, False)])
+def test_max8_reads_8_to_16384_elements_per_partition(width, ok):
+    with interp.session():
+        src = sbuf_from(np.arange(2 * width, dtype=np.float32).reshape(2, width))
+        dst = nl.ndarray((2, 8), nl.float32)
+        if ok:
+            nisa.max8(dst=dst, src=src)
+        else:
+            with pytest.raises(NkiLimitError, match="16384|8"):
+                nisa.max8(dst=dst, src=src)
+
+
+def test_select_kernel_asserts_and_host_check_the_max8_bound():
+    from nki_kernels.host_checks import check_select_args
+    from nki_kernels.kernels.eidetic_select import eidetic_select_kernel
+
+    with pytest.raises(ValueError, match="16384"):
+        check_select_args(20000, 8, 4, "topk", 1)
+    with pytest.raises(ValueError, match="slots \\+ topk"):
+        check_select_args(64, 8, 16380, "topk", 1)
+    with pytest.raises(AssertionError, match="max8"):
+        interp.run_kernel(eidetic_select_kernel, np.zeros((1, 20000), np.float32), 20000, 8, 4, "topk", 1)

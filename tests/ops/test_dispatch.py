@@ -83,3 +83,33 @@ def test_auto_picks_nki_only_on_a_neuron_device(monkeypatch):
 
     assert ops.resolve("probe_op", torch.zeros(1)) == "torch-impl"
     assert ops.resolve("probe_op", torch.zeros(1).as_subclass(NeuronTensor)) == "nki-impl"
+
+
+def test_nki_mode_runs_the_torchneuron_ops_of_the_detected_stack(monkeypatch):
+    """BMOJO_KERNELS=nki with the TorchNeuron stack: the dispatcher's nki implementations are the custom ops.
+    Here the ops are built with torch.library.custom_op and the interpreter instead of nki_op and a device."""
+    from nki_kernels import device, interp
+    from nki_kernels.launch import grid
+    from nki_kernels.torchneuron_ops import build_ops
+
+    ops_cpu = build_ops("bmojo_dispatch_test", torch.library.custom_op, lambda k, *a: interp.run_kernel(grid(k), *a)[0])
+    monkeypatch.setattr(device, "register_torchneuron_ops", lambda: ops_cpu)
+    monkeypatch.setattr(dispatch, "neuron_sdk_available", lambda: True)
+    for op in ("ssd_scan", "eidetic_select", "gather_rows"):
+        monkeypatch.setitem(dispatch._registry, op, dict(dispatch._registry[op]))
+    assert device.register_nki_impls(dispatch.register, stack="torchneuron") == "torchneuron"
+    g = torch.Generator().manual_seed(0)
+    x, B, C = (
+        torch.randn(1, 9, 2, 4, generator=g),
+        torch.randn(1, 9, 2, 4, generator=g),
+        torch.randn(1, 9, 2, 4, generator=g),
+    )
+    dt, A = torch.rand(1, 9, 2, generator=g) + 0.1, -torch.rand(2, generator=g) - 0.3
+    with ops.use_kernels("nki"):
+        y, final = ops.resolve("ssd_scan", x)(x, dt, A, B, C, chunk_size=4)
+    y_ref, final_ref = ssd_scan_reference(x, dt, A, B, C)
+    torch.testing.assert_close(y, y_ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(final, final_ref, atol=1e-4, rtol=1e-4)
+    if device.detect_stack() is None:  # no SDK here: asking for a stack that is not installed is a clear error
+        with pytest.raises(RuntimeError, match="no Neuron device stack"):
+            device.register_nki_impls(dispatch.register)
