@@ -18,7 +18,8 @@ What is changed, and why:
   averaged over gradient-accumulation steps by the Trainer (``model_accepts_loss_kwargs = False``).
 - on resume, a tied ``lm_head.weight`` (not saved: it is the embedding) is not reported as a missing key,
   and a changed ``--lr`` replaces the peak rate restored with the scheduler (the stock Trainer silently
-  keeps the checkpoint's); ``rundir.describe_changes`` says so in one line.
+  keeps the checkpoint's; ``rundir.describe_changes`` says so in one line), and the first resumed step
+  uses this run's schedule (the stock one uses the rate the old schedule gave last).
 """
 
 from __future__ import annotations
@@ -140,15 +141,21 @@ class BMojoTrainer(Trainer):
         self.lr_scheduler.load_state_dict(scheduler)
 
     def _apply_learning_rate(self) -> None:
-        """Rescale the restored schedule to this run's peak rate (``args.learning_rate``)."""
+        """Make the restored schedule this run's: its peak rate (``args.learning_rate``) and its shape.
+
+        The scheduler's state restores the checkpoint's peak rate and the optimizer's the checkpoint's current
+        rate, computed with the old schedule; the multiplier functions are this run's (max_steps, warm-up), so
+        the next step's rate is recomputed from them (it equals the restored one when nothing changed).
+        """
         scheduler = self.lr_scheduler
-        restored = getattr(scheduler, "base_lrs", None)
-        if not restored or all(math.isclose(lr, self.args.learning_rate) for lr in restored):
+        restored, multipliers = getattr(scheduler, "base_lrs", None), getattr(scheduler, "lr_lambdas", None)
+        if not restored or not multipliers or len(multipliers) != len(self.optimizer.param_groups):
             return
-        for group, old in zip(self.optimizer.param_groups, restored):
-            group["lr"] *= self.args.learning_rate / old
-            group["initial_lr"] = self.args.learning_rate
-        scheduler.base_lrs = [self.args.learning_rate] * len(restored)
+        peak = self.args.learning_rate
+        scheduler.base_lrs = [peak] * len(restored)
+        for group, multiplier in zip(self.optimizer.param_groups, multipliers):
+            group["initial_lr"] = peak
+            group["lr"] = peak * multiplier(scheduler.last_epoch)
         scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # ----------------------------------------------------------------------------------- checkpoints
