@@ -152,6 +152,8 @@ class BMojoConfig(PreTrainedConfig):
         for name in SIZE_FIELDS:  # before the defaults below compute with them (a str would be a TypeError)
             if getattr(self, name) is not None or name not in ("num_key_value_heads", "head_dim"):
                 _check_size(name, getattr(self, name))
+        if self.layer_pattern is not None and not isinstance(self.layer_pattern, str):
+            raise ValueError(f"layer_pattern must be a string of letters, got {self.layer_pattern!r}")
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None and self.num_attention_heads and self.num_attention_heads > 0:
@@ -252,8 +254,6 @@ class BMojoConfig(PreTrainedConfig):
         for name in ("tie_word_embeddings", "use_cache"):
             if not isinstance(getattr(self, name), bool):  # "no" would be truthy and tie the embeddings
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.layer_pattern is not None and not isinstance(self.layer_pattern, str):
-            raise ValueError(f"layer_pattern must be a string of letters, got {self.layer_pattern!r}")
         self._check_special_tokens()
 
     def check_input_ids(self, input_ids) -> None:
