@@ -118,7 +118,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Only `tiny` trains in minutes on a CPU; the others are for accelerators. A training step on the 2-core
 # development CPU (fp32, torch 2.13) costs about 6 FLOPs per parameter per token at CPU_TRAIN_FLOPS, plus a
 # per-token cost of the scans and memory updates that dominates for tiny models. Both constants are fitted
-# to measured steps: tiny ~1.6 s and small ~CPU_SMALL s for 16 x 256 tokens (README, Training).
+# to steps of 16 x 256 tokens: tiny ~1.6 s (measured), small 36-50 s (1000 steps took 10-14 h, issue 19).
 CPU_PRESETS = ("tiny",)
 CPU_TRAIN_FLOPS = 15e9
 CPU_SECONDS_PER_TOKEN = 3.5e-4
