@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .generate import HelpFormatter
 from .loading import DTYPES, ModelLoadError, load_model_and_tokenizer
 
 DEFAULT_BUCKETS = (64, 128, 256, 512)  # the same as static_export.DEFAULT_BUCKETS (checked in the tests)
@@ -30,8 +31,8 @@ def __getattr__(name: str):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bmojo-export",
-        description=__doc__.split("\n\n")[0].strip("`"),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Save a B'MOJO model as static-shape graphs (prefill per bucket length, one-token decode).",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--model", required=True, metavar="DIR", help="directory saved with save_pretrained")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (removed again on failure)")

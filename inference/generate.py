@@ -18,11 +18,18 @@ from .loading import DTYPES, ModelLoadError, load_model_and_tokenizer
 # torch and transformers are imported after the arguments are parsed (see main): --help answers at once.
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (required options, flags, None)."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bmojo-generate",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="bmojo-generate", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter
     )
     parser.add_argument(
         "--model", required=True, metavar="DIR", help="directory saved with save_pretrained (model + tokenizer)"
@@ -37,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--top-p", type=float, default=1.0, metavar="P", help="nucleus sampling mass (1 = off)")
     parser.add_argument(
-        "--seed", type=int, default=None, metavar="N", help="random seed of sampling (none: not seeded)"
+        "--seed", type=int, default=None, metavar="N", help="random seed of sampling (default: not seeded)"
     )
     parser.add_argument("--chat", action="store_true", help="wrap the prompt with the tokenizer's chat template")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights' dtype")
