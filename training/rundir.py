@@ -138,9 +138,12 @@ class RunLock:
     """An exclusive ``flock`` on ``<output_dir>/.lock``; raises :class:`ConfigError` if another run holds it."""
 
     def __init__(self, output_dir: Path):
-        output_dir.mkdir(parents=True, exist_ok=True)
         self.path = output_dir / LOCK_FILE
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ConfigError(f"cannot create the run folder {output_dir}: {e.strerror}") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

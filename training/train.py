@@ -400,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(e: Exception) -> int:
-    print(f"bmojo-train: error: {e}", file=sys.stderr)
+    message = " ".join(line.strip() for line in str(e).splitlines())  # one line, whatever raised it
+    print(f"bmojo-train: error: {message}", file=sys.stderr)
     return 2
 
 

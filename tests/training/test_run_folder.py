@@ -140,3 +140,11 @@ def test_only_rank_zero_says_done(tmp_path, tiny_args, caplog, monkeypatch):
     with caplog.at_level(logging.INFO, logger="training"):
         assert main([*tiny_args, "--max-steps", "1", "--eval-steps", "1000", "--output-dir", str(tmp_path)]) == 0
     assert "done at step" not in caplog.text and "run folder" not in caplog.text
+
+
+def test_an_unusable_run_folder_is_a_one_line_error(tmp_path, tiny_args, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main([*tiny_args, "--max-steps", "1", "--output-dir", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bmojo-train: error: cannot create the run folder") and "\n" not in err

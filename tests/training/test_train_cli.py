@@ -200,3 +200,11 @@ def test_large_preset_on_cpu_warns_with_the_time_per_step(tmp_path, tiny_args, c
     with caplog.at_level(logging.WARNING, logger="training"):
         assert main(argv) == 0
     assert "preset small is not a CPU preset: about" in caplog.text and "s per step" in caplog.text
+
+
+def test_invalid_yaml_is_one_line_with_its_position(tmp_path, capsys):
+    cfg = tmp_path / "tabs.yaml"
+    cfg.write_text("train:\n\tlr: 1\n")
+    assert main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "invalid YAML at line 2, column 1" in err and "\n" not in err
