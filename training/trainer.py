@@ -158,6 +158,12 @@ class BMojoTrainer(Trainer):
             group["lr"] = peak * multiplier(scheduler.last_epoch)
         scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
+    def train(self, *args, **kwargs):
+        # On resume the stock Trainer lists the changed logging/eval/save intervals in a block of its own;
+        # training.rundir.describe_changes has already said, in one line each, what changed and what it does.
+        with mock.patch.object(hf_trainer, "compare_trainer_and_checkpoint_args", lambda *a, **k: None):
+            return super().train(*args, **kwargs)
+
     # ----------------------------------------------------------------------------------- checkpoints
     def _issue_warnings_after_load(self, load_result) -> None:
         """The stock warning, without the tied output embedding (saved once, as the input embedding)."""
