@@ -9,6 +9,8 @@ Examples::
 
 A run folder holds ``checkpoint-N/`` (complete ones have a ``manifest.json``), ``metrics.jsonl``,
 ``curves.png``, ``run_config.yaml``, and at the end the model and tokenizer (``from_pretrained``-able).
+A folder that already holds a run is refused unless ``--resume`` or ``--overwrite`` says what to do with it,
+and ``<run>/.lock`` keeps a second run out while one trains (``rundir.py``).
 Exit status: 0 done, 2 bad configuration or data, 128 + signal number when stopped by SIGTERM/SIGINT
 (after saving a checkpoint).
 """
