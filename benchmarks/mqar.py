@@ -101,7 +101,9 @@ def cell_config(
         "chunk_size": setting.window,
         "eidetic_slots": setting.slots,
         # Every token of a chunk is a candidate: the 2 x pairs key/value tokens all sit in the first chunk(s).
-        "eidetic_topk": setting.window,
+        # (At most the memory's size: BMojoConfig refuses more candidates than slots; with the topk policy,
+        # keeping the best `slots` of memory + candidates is the same for any topk >= slots.)
+        "eidetic_topk": min(setting.window, setting.slots),
         # Untied: with the tiny preset's tied embeddings, full attention (hidden 128, sequence 128, random
         # filler) was still at 0.16 after 500 of 800 steps, untied it reached 0.99 by step 400.
         "tie_word_embeddings": False,

@@ -22,6 +22,41 @@ LAYER_TYPE_ALIASES = {"full_attention": "attention"}
 # One letter per layer type, for the `layer_pattern` shorthand ("SSSA" = three ssm layers, then attention).
 PATTERN_LETTERS = {"A": "attention", "W": "sliding_attention", "S": "ssm", "F": "bmojo_f", "B": "bmojo"}
 
+# Sizes: positive integers (``num_key_value_heads`` and ``head_dim`` may be None before their defaults are set).
+SIZE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "sliding_window",
+    "chunk_size",
+    "eidetic_topk",
+    "eidetic_slots",
+    "ssm_state_size",
+    "ssm_num_heads",
+    "ssm_head_dim",
+    "ssm_num_groups",
+    "conv_kernel",
+    "max_position_embeddings",
+)
+SPECIAL_TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id")
+# Keyword arguments that PreTrainedConfig.__post_init__ consumes without keeping them as fields (legacy names,
+# loading options); GenerationConfig's parameters are also accepted (old configs carry them; they are dropped).
+_BASE_KWARGS = {
+    "torch_dtype",
+    "num_labels",
+    "name_or_path",
+    "_commit_hash",
+    "attn_implementation",
+    "experts_implementation",
+    "per_layer_config",
+    "_attn_implementation_internal",
+    "_experts_implementation_internal",
+}
+
 
 def expand_layer_pattern(pattern: str, num_layers: int) -> list[str]:
     """Expand a pattern string such as ``"BBBA"`` (repeated to ``num_layers``) into layer types."""
@@ -115,6 +150,12 @@ class BMojoConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
 
     def __post_init__(self, **kwargs):
+        self._check_unknown_keys(kwargs)
+        for name in SIZE_FIELDS:  # before the defaults below compute with them (a str would be a TypeError)
+            if getattr(self, name) is not None or name not in ("num_key_value_heads", "head_dim"):
+                _check_size(name, getattr(self, name))
+        if self.layer_pattern is not None and not isinstance(self.layer_pattern, str):
+            raise ValueError(f"layer_pattern must be a string of letters, got {self.layer_pattern!r}")
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None and self.num_attention_heads and self.num_attention_heads > 0:
@@ -134,30 +175,41 @@ class BMojoConfig(PreTrainedConfig):
         """Replaces the base check, which knows only transformers' own layer type names."""
         self.validate_bmojo()
 
+    def validate_token_ids(self):
+        """Replaces the base check, which only warns: an out-of-vocabulary special id is an error here."""
+        self._check_special_tokens()
+
+    @classmethod
+    def _check_unknown_keys(cls, kwargs: dict) -> None:
+        """Refuse keys that are neither B'MOJO fields nor fields or options of ``PreTrainedConfig`` (a typo such
+        as ``eidetic_slot=64`` would otherwise become an attribute nobody reads)."""
+        if not kwargs:
+            return
+        from transformers import GenerationConfig
+
+        known = set(PreTrainedConfig().to_dict()) | {f for f in cls.__dataclass_fields__} | _BASE_KWARGS
+        unknown = sorted(set(kwargs) - known - set(GenerationConfig._get_default_generation_params()))
+        if unknown:
+            raise ValueError(f"unknown BMojoConfig field(s): {', '.join(unknown)}")
+
+    def _check_special_tokens(self) -> None:
+        for name in SPECIAL_TOKEN_FIELDS:
+            value = getattr(self, name)
+            values = value if isinstance(value, list) and name == "eos_token_id" else [value]
+            for token in values:
+                if token is None and value is not None:
+                    raise ValueError(f"{name} must list token ids, got {value!r}")
+                if token is not None and (
+                    isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < self.vocab_size
+                ):
+                    raise ValueError(
+                        f"{name} must be None or a token id in [0, vocab_size={self.vocab_size}), got {value!r}"
+                    )
+
     def validate_bmojo(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "intermediate_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "num_key_value_heads",
-            "head_dim",
-            "sliding_window",
-            "chunk_size",
-            "eidetic_topk",
-            "eidetic_slots",
-            "ssm_state_size",
-            "ssm_num_heads",
-            "ssm_head_dim",
-            "ssm_num_groups",
-            "conv_kernel",
-            "max_position_embeddings",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in SIZE_FIELDS:
+            _check_size(name, getattr(self, name))
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"num_attention_heads ({self.num_attention_heads}) must divide hidden_size ({self.hidden_size})"
@@ -184,14 +236,35 @@ class BMojoConfig(PreTrainedConfig):
             raise ValueError(f"eidetic_innovation must be one of {INNOVATION_MODES}, got {self.eidetic_innovation!r}")
         if self.eidetic_topk > self.chunk_size:
             raise ValueError(f"eidetic_topk ({self.eidetic_topk}) must not exceed chunk_size ({self.chunk_size})")
-        if not (isinstance(self.eidetic_aux_loss_weight, (int, float)) and self.eidetic_aux_loss_weight >= 0):
-            raise ValueError(f"eidetic_aux_loss_weight must be >= 0, got {self.eidetic_aux_loss_weight!r}")
-        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
-            raise ValueError(f"rope_theta must be positive, got {self.rope_theta!r}")
-        if not (isinstance(self.rms_norm_eps, (int, float)) and self.rms_norm_eps > 0):
-            raise ValueError(f"rms_norm_eps must be positive, got {self.rms_norm_eps!r}")
+        if self.eidetic_topk > self.eidetic_slots:
+            raise ValueError(
+                f"eidetic_topk ({self.eidetic_topk}) must not exceed eidetic_slots ({self.eidetic_slots}): "
+                "a chunk's candidates must fit in the memory"
+            )
+        for name in ("sliding_window", "chunk_size", "conv_kernel"):
+            if getattr(self, name) > self.max_position_embeddings:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must not exceed max_position_embeddings "
+                    f"({self.max_position_embeddings})"
+                )
+        _check_float("eidetic_aux_loss_weight", self.eidetic_aux_loss_weight, allow_zero=True)
+        _check_float("rope_theta", self.rope_theta, allow_zero=False)
+        _check_float("rms_norm_eps", self.rms_norm_eps, allow_zero=False)
+        _check_float("initializer_range", self.initializer_range, allow_zero=True)
         if self.hidden_act != "silu":
             raise ValueError(f"hidden_act must be 'silu' (SwiGLU), got {self.hidden_act!r}")
+        for name in ("tie_word_embeddings", "use_cache"):
+            if not isinstance(getattr(self, name), bool):  # "no" would be truthy and tie the embeddings
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        self._check_special_tokens()
+
+    def check_input_ids(self, input_ids) -> None:
+        """``ValueError`` unless ``input_ids`` is a non-empty (batch, sequence) tensor (shapes only: no host sync)."""
+        if input_ids.dim() != 2 or input_ids.numel() == 0:
+            raise ValueError(
+                f"input_ids must be a non-empty 2-D tensor (batch, sequence) of token ids, got shape "
+                f"{tuple(input_ids.shape)}; a single sequence needs a batch dimension: ids.unsqueeze(0)"
+            )
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """Also writes ``auto_map`` and its module, so the folder loads with ``trust_remote_code=True`` in a
@@ -208,6 +281,17 @@ class BMojoConfig(PreTrainedConfig):
     def eidetic_lag(self) -> int:
         """Chunks between a memory update and the first query chunk that sees it (DESIGN.md)."""
         return 1 + math.ceil((self.sliding_window - 1) / self.chunk_size)
+
+
+def _check_size(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_float(name: str, value, allow_zero: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
 
 __all__ = ["BMojoConfig", "LAYER_TYPES", "expand_layer_pattern"]

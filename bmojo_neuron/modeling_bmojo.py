@@ -395,6 +395,8 @@ class BMojoModel(BMojoPreTrainedModel):
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            self.config.check_input_ids(input_ids)  # empty, 1-D or 3-D ids: a clear error, not one from deep inside
         hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if cache is None:
             _refuse_decode_step_without_cache(attention_mask, hidden.shape[1])

@@ -74,6 +74,9 @@ def byte_level_tokenizer(model_max_length: int = 1_000_000) -> PreTrainedTokeniz
         additional_special_tokens=list(ROLE_TOKENS),
         model_max_length=model_max_length,
         clean_up_tokenization_spaces=False,
+        # Left padding: a batch of prompts for a causal model must end where generation starts (saved with the
+        # tokenizer, so batched `generate` does not warn about right padding).
+        padding_side="left",
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     ids = tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))

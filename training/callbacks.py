@@ -21,7 +21,8 @@ class MetricsJSONLCallback(TrainerCallback):
     """Append every log (training and evaluation) to ``output_dir/metrics.jsonl``, one JSON object a line.
 
     On resume, lines logged after the checkpoint's step (by the run that was interrupted) are dropped
-    first, so the file reads as one run.
+    first, so the file reads as one run; a line that is not JSON (half-written when the run was killed)
+    is dropped with a warning.
     """
 
     def __init__(self, output_dir: str | Path):
@@ -30,8 +31,15 @@ class MetricsJSONLCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [line for line in kept if json.loads(line).get("step", 0) <= state.global_step]
+        kept = []
+        for number, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except ValueError:
+                record = None
+                logger.warning("%s line %d is not JSON (a write cut short); dropped", self.path, number)
+            if isinstance(record, dict) and record.get("step", 0) <= state.global_step:
+                kept.append(line)
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):

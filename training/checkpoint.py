@@ -73,9 +73,13 @@ def verify(folder: Path, hashes: bool = True) -> str | None:
         files = manifest["files"]
     except (ValueError, KeyError, TypeError) as e:
         return f"unreadable manifest: {e}"
-    if not files:
+    if not isinstance(files, dict) or not files:
         return "the manifest lists no files"
     for name, entry in files.items():
+        # A hand-edited or truncated-then-padded manifest must read as "incomplete", not crash the resume.
+        inside = not Path(name).is_absolute() and ".." not in Path(name).parts
+        if not inside or not isinstance(entry, dict) or not isinstance(entry.get("size"), int):
+            return f"malformed manifest entry for {name!r}"
         path = folder / name
         if not path.is_file():
             return f"missing file {name}"
@@ -140,7 +144,11 @@ def rotate(output_dir: Path, keep: int | None, hashes: bool = False) -> None:
     complete = [path for _, path in list_checkpoints(output_dir) if verify(path, hashes) is None]
     for path in complete[keep:]:
         logger.info("deleting old checkpoint %s (keeping the last %d)", path, keep)
-        shutil.rmtree(path, ignore_errors=True)
+        # Renamed first (atomic), so a kill during the deletion leaves a temporary folder that the next
+        # start removes, never a half-deleted checkpoint-N.
+        doomed = path.with_name(f"{TMP_PREFIX}{path.name}-deleting")
+        path.rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 __all__ = [

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .mqar import FILLERS
-from .presets import PRESETS
+from .presets import PRESETS  # a plain table: this module and the parser never import torch
 
 TASKS = ("lm", "mqar")
+FILLERS = ("zeros", "random")  # MQAR filler tokens (training.mqar)
 PRECISIONS = ("auto", "fp32", "bf16")
 STRATEGIES = ("auto", "ddp", "fsdp")
 DEVICES = ("auto", "cpu", "cuda", "xla", "neuron")
@@ -82,6 +83,7 @@ class TrainSection:
     save_steps: int = 500  # checkpoint every N steps (and at the end)
     save_total_limit: int = 3  # complete checkpoints kept
     resume: bool = False  # continue from the newest complete checkpoint in output_dir
+    overwrite: bool = False  # delete a previous run in output_dir (else a used folder is refused)
     verify_hashes: bool = True  # SHA-256 of checkpoint files (sizes are always checked)
     dataloader_workers: int = 0
     strategy: str = "auto"  # under torchrun: auto (= ddp), ddp or fsdp
@@ -105,40 +107,97 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad field."""
+        """Raise :class:`ConfigError` naming the first bad field: choices, types, ranges, finiteness.
+
+        Numbers given as strings (YAML reads ``1e-3`` as a string) are converted; booleans must be
+        booleans (``resume: "no"`` is refused, not taken as true).
+        """
+        t, d, m = self.train, self.data, self.mqar
         _choice("task", self.task, TASKS)
         _choice("model.preset", self.model.preset, tuple(PRESETS))
-        _choice("mqar.filler", self.mqar.filler, FILLERS)
-        _choice("train.precision", self.train.precision, PRECISIONS)
-        _choice("train.strategy", self.train.strategy, STRATEGIES)
-        _choice("train.device", self.train.device, DEVICES)
+        _choice("mqar.filler", m.filler, FILLERS)
+        _choice("train.precision", t.precision, PRECISIONS)
+        _choice("train.strategy", t.strategy, STRATEGIES)
+        _choice("train.device", t.device, DEVICES)
         positive = {
-            "data.seq_len": self.data.seq_len,
-            "mqar.vocab_size": self.mqar.vocab_size,
-            "mqar.seq_len": self.mqar.seq_len,
-            "mqar.num_pairs": self.mqar.num_pairs,
-            "mqar.train_examples": self.mqar.train_examples,
-            "mqar.eval_examples": self.mqar.eval_examples,
-            "train.max_steps": self.train.max_steps,
-            "train.batch_size": self.train.batch_size,
-            "train.grad_accum": self.train.grad_accum,
-            "train.logging_steps": self.train.logging_steps,
-            "train.eval_steps": self.train.eval_steps,
-            "train.save_steps": self.train.save_steps,
-            "train.save_total_limit": self.train.save_total_limit,
+            "data.seq_len": d.seq_len,
+            "mqar.vocab_size": m.vocab_size,
+            "mqar.seq_len": m.seq_len,
+            "mqar.num_pairs": m.num_pairs,
+            "mqar.train_examples": m.train_examples,
+            "mqar.eval_examples": m.eval_examples,
+            "train.max_steps": t.max_steps,
+            "train.batch_size": t.batch_size,
+            "train.grad_accum": t.grad_accum,
+            "train.logging_steps": t.logging_steps,
+            "train.eval_steps": t.eval_steps,
+            "train.save_steps": t.save_steps,
+            "train.save_total_limit": t.save_total_limit,
         }
         for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name, value in {"train.lr": self.train.lr, "train.max_grad_norm": self.train.max_grad_norm}.items():
-            if not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"{name} must be a positive number, got {value!r}")
-        if not 0 <= self.train.min_lr_ratio <= 1:
-            raise ConfigError(f"train.min_lr_ratio must be in [0, 1], got {self.train.min_lr_ratio!r}")
-        if not 0 < self.data.validation_fraction < 1:
-            raise ConfigError(f"data.validation_fraction must be in (0, 1), got {self.data.validation_fraction!r}")
-        if self.train.warmup_steps < 0:
-            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.train.warmup_steps!r}")
+            _integer(name, value, minimum=1)
+        for name, value in {"train.eval_batch_size": t.eval_batch_size, "data.num_proc": d.num_proc}.items():
+            if value is not None:
+                _integer(name, value, minimum=1)
+        _integer("train.warmup_steps", t.warmup_steps, minimum=0)
+        _integer("train.dataloader_workers", t.dataloader_workers, minimum=0)
+        _integer("train.seed", t.seed, minimum=0, maximum=2**32 - 1)  # numpy's seed range
+        _integer("mqar.seed", m.seed, minimum=0, maximum=2**32 - 1)
+        # (low, high, low included, high included); every value must also be finite.
+        ranges = {
+            ("train", "lr"): (0, 1, False, True),
+            ("train", "min_lr_ratio"): (0, 1, True, True),
+            ("train", "weight_decay"): (0, 1, True, True),
+            ("train", "adam_beta1"): (0, 1, True, False),
+            ("train", "adam_beta2"): (0, 1, True, False),
+            ("train", "max_grad_norm"): (0, math.inf, False, False),
+            ("data", "validation_fraction"): (0, 1, False, False),
+            ("mqar", "power_a"): (0, math.inf, False, False),
+        }
+        for (section, name), bounds in ranges.items():
+            value = _number(f"{section}.{name}", getattr(getattr(self, section), name), *bounds)
+            setattr(getattr(self, section), name, value)
+        for name in ("resume", "overwrite", "verify_hashes", "zero1", "tqdm", "plot"):
+            if not isinstance(getattr(t, name), bool):
+                raise ConfigError(f"train.{name} must be true or false, got {getattr(t, name)!r}")
+        if t.resume and t.overwrite:
+            raise ConfigError("train.resume and train.overwrite exclude each other: continue the run or replace it")
+        for name, value in {"train.output_dir": t.output_dir, "data.tokenizer": d.tokenizer}.items():
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+        for name, value in {"data.path": d.path, "data.eval_path": d.eval_path, "data.cache_dir": d.cache_dir}.items():
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a path (a string) or null, got {value!r}")
+        for name, value in {"model.overrides": self.model.overrides, "train.fsdp_config": t.fsdp_config}.items():
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name} must be a mapping, got {value!r}")
+        types = self.model.layer_types
+        if types is not None and (not isinstance(types, list) or not all(isinstance(x, str) for x in types)):
+            raise ConfigError(f"model.layer_types must be a list of layer type names, got {types!r}")
+
+
+def _integer(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value!r}")
+
+
+def _number(name: str, value: Any, low: float, high: float, low_in: bool, high_in: bool) -> float:
+    """``value`` as a finite float in the interval, else :class:`ConfigError` naming ``name``."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    inside = (low <= value if low_in else low < value) and (value <= high if high_in else value < high)
+    if not math.isfinite(value) or not inside:
+        interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+        raise ConfigError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return float(value)
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:
@@ -181,7 +240,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return loaded
@@ -252,6 +313,9 @@ FLAGS: list[tuple[str, str, Any, str]] = [
 SWITCHES = [
     ("--resume", "train.resume", "store_true",
      "continue from the newest complete checkpoint in --output-dir (incomplete ones are skipped)"),
+    ("--overwrite", "train.overwrite", "store_true",
+     "delete the previous run in --output-dir (checkpoints, metrics, model) and start again; without this or "
+     "--resume a folder that holds a run is refused"),
     ("--zero1", "train.zero1", "store_true", "shard the AdamW state across the data-parallel ranks (ZeRO-1): DDP under torchrun, or --device xla"),
     ("--gradient-checkpointing", "train.gradient_checkpointing", "store_true",
      "recompute each decoder layer in the backward pass instead of keeping its activations (less memory, ~1/3 more compute)"),
@@ -260,16 +324,48 @@ SWITCHES = [
 ]  # fmt: skip
 
 
+# Shown in the usage as {a,b,...}; the values are checked by RunConfig.validate (one error message style).
+_CHOICES = {
+    "task": TASKS,
+    "model.preset": tuple(PRESETS),
+    "mqar.filler": FILLERS,
+    "train.precision": PRECISIONS,
+    "train.strategy": STRATEGIES,
+    "train.device": DEVICES,
+}
+_METAVARS = {"data.path": "PATH", "data.eval_path": "PATH", "data.tokenizer": "byte|DIR", "train.output_dir": "DIR"}
+
+
+def _default(dest: str) -> Any:
+    section, _, name = dest.rpartition(".")
+    config = RunConfig()
+    return getattr(getattr(config, section) if section else config, name)
+
+
+def _with_default(text: str, dest: str) -> str:
+    """Help text ending with the field's default (from the dataclasses above, so it cannot drift)."""
+    if "default" in text:
+        return text
+    value = _default(dest)
+    return f"{text} (default: {'none' if value is None else value})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bmojo-train",
         description="Train a B'MOJO model on text (--task lm) or associative recall (--task mqar) "
-        "with the Hugging Face Trainer. Distributed: launch with torchrun (see README).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "with the Hugging Face Trainer. Distributed: launch with torchrun (see README). Defaults come from "
+        "the dataclasses in training/config.py, then --config, then the flags, then --set (last wins).",
     )
-    parser.add_argument("--config", help="YAML file with sections task/model/data/mqar/train (see training/configs)")
+    parser.add_argument(
+        "--config", metavar="FILE.yaml", help="YAML file with sections task/model/data/mqar/train (default: none)"
+    )
     for flag, dest, kind, text in FLAGS:
-        parser.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=text)
+        choices = _CHOICES.get(dest)
+        metavar = "{" + ",".join(choices) + "}" if choices else _METAVARS.get(dest, dest.rpartition(".")[2].upper())
+        parser.add_argument(
+            flag, dest=dest, type=kind, default=argparse.SUPPRESS, metavar=metavar, help=_with_default(text, dest)
+        )
     for flag, dest, action, text in SWITCHES:
         parser.add_argument(flag, dest=dest, action=action, default=argparse.SUPPRESS, help=text)
     parser.add_argument(

@@ -167,9 +167,11 @@ def load_tokenizer(name_or_path: str | None) -> PreTrainedTokenizerBase:
     if not path.is_dir():
         raise DataError(f"tokenizer folder does not exist: {path} (use 'byte' for the built-in tokenizer)")
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except Exception as e:  # transformers raises several types; the user needs the message, not the trace
         raise DataError(f"cannot load a tokenizer from {path}: {e}") from None
+    tokenizer.padding_side = "left"  # saved with the model: batched generation pads prompts on the left
+    return tokenizer
 
 
 def pack(

@@ -63,6 +63,7 @@ def demo_config(
             save_total_limit=1,
             precision="fp32",
             plot=True,
+            overwrite=True,  # `make demo` again replaces the previous demo (said in one warning line)
         ),
     )
 

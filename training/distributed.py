@@ -72,19 +72,23 @@ def training_arguments_fields(config: RunConfig, device: str) -> dict:
     strategy = "ddp" if config.train.strategy == "auto" else config.train.strategy
     if config.train.zero1:
         _check_zero1(strategy, device)
+    # Refused in every launch mode (one process included), before anything starts.
+    if strategy == "fsdp" and device == "xla":
+        raise ConfigError("train.strategy=fsdp is not supported on the XLA route; use train.strategy=ddp")
+    if strategy == "fsdp" and device == "cpu":
+        # accelerate enables its FSDP plugin for accelerator processes only: on CPU processes the
+        # Trainer would silently train with DDP (or, in one process, unsharded) instead.
+        raise ConfigError(
+            "train.strategy=fsdp needs an accelerator (CUDA, or Neuron with train.device=neuron): "
+            "accelerate does not shard CPU processes; use train.strategy=ddp on CPU"
+        )
     if world_size() > 1:
         if device == "cpu":
             fields["ddp_backend"] = "gloo"
+        # Every parameter of every layer type takes part in the loss (checked in tests/training), so DDP need
+        # not search the graph for unused ones each step (the Trainer's default, which warns when none is found).
+        fields["ddp_find_unused_parameters"] = False
         if strategy == "fsdp":
-            if device == "xla":
-                raise ConfigError("train.strategy=fsdp is not supported on the XLA route; use train.strategy=ddp")
-            if device == "cpu":
-                # accelerate enables its FSDP plugin for accelerator processes only: on CPU processes the
-                # Trainer would silently train with DDP instead.
-                raise ConfigError(
-                    "train.strategy=fsdp needs an accelerator (CUDA, or Neuron with train.device=neuron): "
-                    "accelerate does not shard CPU processes; use train.strategy=ddp on CPU"
-                )
             # FSDP2 (fully_shard), one unit per decoder layer; the user's train.fsdp_config fields win.
             fields["fsdp"] = True
             fields["fsdp_config"] = {

@@ -12,11 +12,10 @@ The exact counts are printed by ``python -m training.train --preset NAME --print
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from bmojo_neuron import BMojoConfig, BMojoForCausalLM
+if TYPE_CHECKING:  # the preset table is read by the command-line parser, which must not import torch
+    from bmojo_neuron import BMojoConfig, BMojoForCausalLM
 
 # Shared by every preset unless overridden. Window = chunk (DESIGN.md: memory visible two chunks later).
 _COMMON: dict[str, Any] = {
@@ -116,6 +115,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Only `tiny` trains in minutes on a CPU; the others are for accelerators. A training step on the 2-core
+# development CPU (fp32, torch 2.13) costs about 6 FLOPs per parameter per token at CPU_TRAIN_FLOPS, plus a
+# per-token cost of the scans and memory updates that dominates for tiny models. Both constants are fitted
+# to steps of 16 x 256 tokens: tiny ~1.6 s (measured), small 36-50 s (1000 steps took 10-14 h, issue 19).
+CPU_PRESETS = ("tiny",)
+CPU_TRAIN_FLOPS = 15e9
+CPU_SECONDS_PER_TOKEN = 3.5e-4
+
+
+def cpu_seconds_per_step(parameters: int, tokens: int) -> float:
+    """Rough seconds of one training step of ``tokens`` tokens on a 2-core CPU (the start-up warning)."""
+    return tokens * (CPU_SECONDS_PER_TOKEN + 6 * parameters / CPU_TRAIN_FLOPS)
+
+
 def model_config(preset: str, vocab_size: int, overrides: dict[str, Any] | None = None, **tokens) -> BMojoConfig:
     """Build the :class:`BMojoConfig` of ``preset`` with ``overrides`` applied on top.
 
@@ -123,6 +136,8 @@ def model_config(preset: str, vocab_size: int, overrides: dict[str, Any] | None 
     pattern. ``tokens`` are the special-token ids (``pad_token_id=...``). Invalid values raise
     ``ValueError`` naming the field (from the config's own validation).
     """
+    from bmojo_neuron import BMojoConfig
+
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     fields = {**_COMMON, **PRESETS[preset], "vocab_size": vocab_size, **tokens}
@@ -138,11 +153,17 @@ def model_config(preset: str, vocab_size: int, overrides: dict[str, Any] | None 
 
 def build_model(config: BMojoConfig) -> BMojoForCausalLM:
     """The one place that turns a config into a model (training, demo and benchmarks go through it)."""
+    from bmojo_neuron import BMojoForCausalLM
+
     return BMojoForCausalLM(config)
 
 
 def count_parameters(config: BMojoConfig) -> int:
     """Number of distinct parameters, counted on the meta device so the 1.4B preset allocates nothing."""
+    import torch
+
+    from bmojo_neuron import BMojoForCausalLM
+
     with torch.device("meta"):
         model = BMojoForCausalLM(config)
     return sum(p.numel() for p in model.parameters())  # .parameters() yields tied weights once
@@ -166,4 +187,12 @@ def match_parameters(config: BMojoConfig, target: int, multiple: int = 8) -> BMo
     return with_width(max(multiple, round((target - base) / slope) * multiple + multiple))
 
 
-__all__ = ["PRESETS", "build_model", "count_parameters", "match_parameters", "model_config"]
+__all__ = [
+    "CPU_PRESETS",
+    "PRESETS",
+    "build_model",
+    "cpu_seconds_per_step",
+    "count_parameters",
+    "match_parameters",
+    "model_config",
+]

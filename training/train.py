@@ -9,6 +9,8 @@ Examples::
 
 A run folder holds ``checkpoint-N/`` (complete ones have a ``manifest.json``), ``metrics.jsonl``,
 ``curves.png``, ``run_config.yaml``, and at the end the model and tokenizer (``from_pretrained``-able).
+A folder that already holds a run is refused unless ``--resume`` or ``--overwrite`` says what to do with it,
+and ``<run>/.lock`` keeps a second run out while one trains (``rundir.py``).
 Exit status: 0 done, 2 bad configuration or data, 128 + signal number when stopped by SIGTERM/SIGINT
 (after saving a checkpoint).
 """
@@ -21,21 +23,23 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import transformers
 import yaml
-from transformers import TrainingArguments, default_data_collator
 
-from bmojo_neuron import BMojoConfig
-
-from . import checkpoint, distributed, memory, neuron
-from .callbacks import METRICS_FILE, GracefulStopCallback, MetricsJSONLCallback
+from . import rundir
 from .config import ConfigError, RunConfig, parse
-from .data import DataError, build_lm_datasets, load_tokenizer
-from .mqar import MQARDataset, MQARSpec, generate, memory_hit_ceiling, memory_hit_rate, recall_accuracy
-from .plotting import plot_curves
-from .presets import PRESETS, build_model, count_parameters, model_config
-from .trainer import BMojoTrainer
+from .presets import PRESETS
+
+# torch, transformers, datasets and the model are imported where they are used, after the command line
+# is parsed: `--help` and a usage error answer at once instead of after half a minute of imports.
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+    from bmojo_neuron import BMojoConfig
+
+    from .mqar import MQARSpec
+    from .trainer import BMojoTrainer
 
 logger = logging.getLogger("training")
 
@@ -53,6 +57,8 @@ def saved_run_hit_rate(config: RunConfig, examples: int = 256, seed: int = 777) 
     rate of a memory that never evicts), on fresh MQAR examples; None for a model without eidetic memory."""
     from transformers import AutoModelForCausalLM
 
+    from .mqar import generate, memory_hit_ceiling, memory_hit_rate
+
     model = AutoModelForCausalLM.from_pretrained(config.train.output_dir).eval()
     data = generate(mqar_spec(config), examples, seed=seed)
     rate = memory_hit_rate(model, data["input_ids"], data["labels"], config.mqar.num_pairs)
@@ -64,6 +70,8 @@ def saved_run_hit_rate(config: RunConfig, examples: int = 256, seed: int = 777) 
 
 
 def mqar_spec(config: RunConfig) -> MQARSpec:
+    from .mqar import MQARSpec
+
     m = config.mqar
     return MQARSpec(
         vocab_size=m.vocab_size, seq_len=m.seq_len, num_pairs=m.num_pairs, filler=m.filler, power_a=m.power_a
@@ -73,6 +81,8 @@ def mqar_spec(config: RunConfig) -> MQARSpec:
 def make_model_config(config: RunConfig, tokenizer) -> BMojoConfig:
     """The model's config: the preset, the layer types and overrides, and a vocabulary that covers the
     tokenizer (and the MQAR token ids), rounded up to a multiple of 8."""
+    from .presets import model_config
+
     vocab = len(tokenizer)
     seq_len = config.data.seq_len
     if config.task == "mqar":
@@ -100,6 +110,9 @@ def make_model_config(config: RunConfig, tokenizer) -> BMojoConfig:
 
 def build_datasets(config: RunConfig, tokenizer):
     """(train, eval) datasets for the task; every data error is raised here, before training."""
+    from .data import build_lm_datasets
+    from .mqar import MQARDataset
+
     if config.task == "mqar":
         spec = mqar_spec(config)
         try:
@@ -115,6 +128,10 @@ def build_datasets(config: RunConfig, tokenizer):
 
 
 def make_training_arguments(config: RunConfig, device: str) -> TrainingArguments:
+    from transformers import TrainingArguments
+
+    from . import distributed
+
     t = config.train
     return TrainingArguments(
         output_dir=t.output_dir,
@@ -155,6 +172,10 @@ def make_training_arguments(config: RunConfig, device: str) -> TrainingArguments
 def make_trainer(config: RunConfig, model, args: TrainingArguments, train_set, eval_set, **kwargs) -> BMojoTrainer:
     """The Trainer of a run of ``config``'s task: fixed-shape batches, and on MQAR the recall accuracy
     computed from argmax predictions. ``kwargs`` go to :class:`BMojoTrainer` (callbacks, hashes, ...)."""
+    from transformers import default_data_collator
+
+    from .trainer import BMojoTrainer
+
     mqar = config.task == "mqar"
     return BMojoTrainer(
         model=model,
@@ -169,6 +190,8 @@ def make_trainer(config: RunConfig, model, args: TrainingArguments, train_set, e
 
 
 def _mqar_metrics(prediction) -> dict[str, float]:
+    from .mqar import recall_accuracy
+
     return {"accuracy": recall_accuracy(prediction.predictions, prediction.label_ids)}
 
 
@@ -180,13 +203,25 @@ def _argmax(logits, labels):
 
 
 def print_params(config: RunConfig, tokenizer) -> None:
-    """Parameter counts of every preset and of this configuration (meta device: nothing allocated)."""
+    """Parameter counts of every preset and of this configuration (meta device: nothing allocated), with the
+    estimated time of one training step of this run's batch on a CPU: only ``tiny`` is a CPU preset."""
+    from .presets import CPU_PRESETS, count_parameters, cpu_seconds_per_step, model_config
+
     vocab = -(-len(tokenizer) // 8) * 8
-    print(f"{'preset':>8}  {'parameters':>15}  layers x hidden  (vocab {vocab}, all bmojo layers)")
+    tokens = _tokens_per_step(config)
+    print(
+        f"{'preset':>8}  {'parameters':>15}  layers x hidden  CPU s/step (est., {tokens} tokens)"
+        f"  (vocab {vocab}, all bmojo layers)"
+    )
     for name in PRESETS:
         c = model_config(name, vocab)
-        print(f"{name:>8}  {count_parameters(c):>15,}  {c.num_hidden_layers:>6} x {c.hidden_size}")
-    accelerators = {name: model_config(name, vocab) for name in PRESETS if name not in ("tiny", "small")}
+        n = count_parameters(c)
+        fit = "CPU preset" if name in CPU_PRESETS else "not a CPU preset: use an accelerator"
+        seconds = cpu_seconds_per_step(n, tokens)
+        print(f"{name:>8}  {n:>15,}  {c.num_hidden_layers:>6} x {c.hidden_size:<5} {seconds:>10,.1f}      {fit}")
+    from . import memory  # imports torch
+
+    accelerators = {name: model_config(name, vocab) for name in PRESETS if name not in CPU_PRESETS}
     counts = {name: count_parameters(c) for name, c in accelerators.items()}
     print("\n" + "\n".join(memory.preset_report(accelerators, counts)))
     c = make_model_config(config, tokenizer)
@@ -198,8 +233,33 @@ def print_params(config: RunConfig, tokenizer) -> None:
 def run(config: RunConfig, dry_run: bool = False, callbacks: list | None = None) -> RunResult:
     """Train according to ``config``. Raises ConfigError / DataError for bad input (before training).
 
+    The run folder is checked first (``rundir``): one that holds a run is refused unless ``train.resume``
+    or ``train.overwrite`` says what to do with it, and the main process holds its lock for the whole run.
     ``callbacks``: extra ``TrainerCallback`` objects (for programs that embed a run, and for tests).
     """
+    output_dir = Path(config.train.output_dir)
+    rundir.check_free(output_dir, config.train.resume, config.train.overwrite)
+    if dry_run or not rundir.is_main_process():
+        return _run(config, dry_run, callbacks)
+    lock = rundir.RunLock(output_dir)
+    try:
+        if config.train.overwrite:
+            rundir.clear(output_dir)
+        rundir.clean_interrupted(output_dir)
+        return _run(config, dry_run, callbacks)
+    finally:
+        lock.release()
+
+
+def _run(config: RunConfig, dry_run: bool, callbacks: list | None) -> RunResult:
+    import transformers
+
+    from . import checkpoint, distributed, neuron
+    from .callbacks import METRICS_FILE, GracefulStopCallback, MetricsJSONLCallback
+    from .data import load_tokenizer
+    from .plotting import plot_curves
+    from .presets import build_model, count_parameters
+
     device = distributed.resolve_device(config.train.device)
     if device in ("xla", "neuron"):
         neuron.prepare(config, device)
@@ -223,6 +283,7 @@ def run(config: RunConfig, dry_run: bool = False, callbacks: list | None = None)
             len(train_set),
             len(eval_set),
         )
+        _warn_about_settings(config, device, n_params)
     if dry_run:
         return RunResult(output_dir, {"parameters": n_params}, 0, None)
 
@@ -233,6 +294,9 @@ def run(config: RunConfig, dry_run: bool = False, callbacks: list | None = None)
             logger.warning("--resume: no complete checkpoint in %s; starting from scratch", output_dir)
         else:
             logger.info("resuming from %s", resume_from)
+            rundir.check_same_model(resume_from, model_cfg)
+            for line in rundir.describe_changes(output_dir, config) if args.process_index == 0 else []:
+                logger.warning(line)
     if args.process_index == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "run_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -274,6 +338,36 @@ def run(config: RunConfig, dry_run: bool = False, callbacks: list | None = None)
     return RunResult(output_dir, metrics, trainer.state.global_step, None)
 
 
+def _warn_about_settings(config: RunConfig, device: str, n_params: int) -> None:
+    """One line each for settings that are legal but rarely meant."""
+    from .presets import CPU_PRESETS, cpu_seconds_per_step
+
+    t = config.train
+    if t.warmup_steps >= t.max_steps:
+        logger.warning(
+            "train.max_steps (%d) <= train.warmup_steps (%d): the learning rate never reaches its peak %g; "
+            "lower --warmup-steps",
+            t.max_steps,
+            t.warmup_steps,
+            t.lr,
+        )
+    if device == "cpu" and config.model.preset not in CPU_PRESETS:
+        seconds = cpu_seconds_per_step(n_params, _tokens_per_step(config))
+        logger.warning(
+            "preset %s is not a CPU preset: about %.0f s per step here (estimated), %.1f h for %d steps; "
+            "on a CPU use --preset tiny",
+            config.model.preset,
+            seconds,
+            seconds * t.max_steps / 3600,
+            t.max_steps,
+        )
+
+
+def _tokens_per_step(config: RunConfig) -> int:
+    seq_len = config.mqar.seq_len if config.task == "mqar" else config.data.seq_len
+    return config.train.batch_size * config.train.grad_accum * seq_len
+
+
 def _format_metrics(metrics: dict) -> str:
     shown = {k: v for k, v in metrics.items() if k in ("eval_loss", "eval_perplexity", "eval_accuracy")}
     return ", ".join(
@@ -283,19 +377,30 @@ def _format_metrics(metrics: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config, args = parse(argv)  # no torch yet: usage errors and --help answer at once
+    except ConfigError as e:
+        return _error(e)
+    main_process = rundir.is_main_process()
+    if main_process and not args.print_params:
+        logger.info("run folder: %s%s", config.train.output_dir, _origin_of_output_dir(args))
+    if main_process:
+        logger.info("loading torch, transformers and the model code ...")
+    import transformers
+
+    from .data import DataError, load_tokenizer
+
     transformers.logging.set_verbosity_warning()
     try:
-        config, args = parse(argv)
         if args.print_params:
             print_params(config, load_tokenizer(config.data.tokenizer))
             return 0
         result = run(config, dry_run=args.dry_run)
     except (ConfigError, DataError) as e:
-        print(f"bmojo-train: error: {e}", file=sys.stderr)
-        return 2
+        return _error(e)
     if result.stopped_by is not None:
         return 128 + result.stopped_by
-    if not args.dry_run:
+    if not args.dry_run and main_process:
         logger.info(
             "done at step %d: %s; model saved in %s",
             result.global_step,
@@ -303,6 +408,25 @@ def main(argv: list[str] | None = None) -> int:
             result.output_dir,
         )
     return 0
+
+
+def _error(e: Exception) -> int:
+    message = " ".join(line.strip() for line in str(e).splitlines())  # one line, whatever raised it
+    print(f"bmojo-train: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _origin_of_output_dir(args) -> str:
+    """Where the run folder was set, when it was not on the command line (a YAML file hides it)."""
+    if "train.output_dir" in vars(args) or any(s.strip().startswith("train.output_dir=") for s in args.sets):
+        return ""
+    if args.config:
+        from .config import load_yaml
+
+        train = load_yaml(args.config).get("train")
+        if isinstance(train, dict) and "output_dir" in train:
+            return f" (train.output_dir in {args.config}; change it with --output-dir)"
+    return " (the default; change it with --output-dir)"
 
 
 if __name__ == "__main__":

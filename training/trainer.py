@@ -16,6 +16,10 @@ What is changed, and why:
   loads its own shard file.
 - the model's ``forward`` takes ``**kwargs`` but does not use ``num_items_in_batch``, so the loss must be
   averaged over gradient-accumulation steps by the Trainer (``model_accepts_loss_kwargs = False``).
+- on resume, a tied ``lm_head.weight`` (not saved: it is the embedding) is not reported as a missing key,
+  and a changed ``--lr`` replaces the peak rate restored with the scheduler (the stock Trainer silently
+  keeps the checkpoint's; ``rundir.describe_changes`` says so in one line), and the first resumed step
+  uses this run's schedule (the stock one uses the rate the old schedule gave last).
 """
 
 from __future__ import annotations
@@ -122,7 +126,10 @@ class BMojoTrainer(Trainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         if checkpoint is None or not self._xla_zero1():
-            return super()._load_optimizer_and_scheduler(checkpoint)
+            super()._load_optimizer_and_scheduler(checkpoint)
+            if checkpoint is not None:
+                self._apply_learning_rate()
+            return
         shard = os.path.join(checkpoint, xla_shard_file(self.args.process_index, self.args.world_size))
         if not os.path.isfile(shard):
             raise ConfigError(
@@ -133,7 +140,40 @@ class BMojoTrainer(Trainer):
         scheduler = torch.load(os.path.join(checkpoint, hf_trainer.SCHEDULER_NAME), weights_only=True)
         self.lr_scheduler.load_state_dict(scheduler)
 
+    def _apply_learning_rate(self) -> None:
+        """Make the restored schedule this run's: its peak rate (``args.learning_rate``) and its shape.
+
+        The scheduler's state restores the checkpoint's peak rate and the optimizer's the checkpoint's current
+        rate, computed with the old schedule; the multiplier functions are this run's (max_steps, warm-up), so
+        the next step's rate is recomputed from them (it equals the restored one when nothing changed).
+        """
+        scheduler = self.lr_scheduler
+        restored, multipliers = getattr(scheduler, "base_lrs", None), getattr(scheduler, "lr_lambdas", None)
+        if not restored or not multipliers or len(multipliers) != len(self.optimizer.param_groups):
+            return
+        peak = self.args.learning_rate
+        scheduler.base_lrs = [peak] * len(restored)
+        for group, multiplier in zip(self.optimizer.param_groups, multipliers):
+            group["initial_lr"] = peak
+            group["lr"] = peak * multiplier(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def train(self, *args, **kwargs):
+        # On resume the stock Trainer lists the changed logging/eval/save intervals in a block of its own;
+        # training.rundir.describe_changes has already said, in one line each, what changed and what it does.
+        with mock.patch.object(hf_trainer, "compare_trainer_and_checkpoint_args", lambda *a, **k: None):
+            return super().train(*args, **kwargs)
+
     # ----------------------------------------------------------------------------------- checkpoints
+    def _issue_warnings_after_load(self, load_result) -> None:
+        """The stock warning, without the tied output embedding (saved once, as the input embedding)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if getattr(model.config, "tie_word_embeddings", False) and "lm_head.weight" in load_result.missing_keys:
+            model.tie_weights()
+            missing = [k for k in load_result.missing_keys if k != "lm_head.weight"]
+            load_result = load_result._replace(missing_keys=missing)
+        super()._issue_warnings_after_load(load_result)
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         config_class = type(self.accelerator.unwrap_model(model or self.model).config)
         # transformers.trainer reads the checkpoint's config.json with PreTrainedConfig only to compare

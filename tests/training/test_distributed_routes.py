@@ -19,7 +19,14 @@ def _config(*flags: str):
 
 
 def test_single_process_adds_no_strategy():
-    assert training_arguments_fields(_config("--strategy", "fsdp"), "cpu") == {"use_cpu": True}
+    assert training_arguments_fields(_config("--strategy", "ddp"), "cpu") == {"use_cpu": True}
+    assert training_arguments_fields(_config("--strategy", "fsdp"), "cuda") == {"use_cpu": False}
+
+
+def test_fsdp_on_cpu_is_refused_in_one_process_too():
+    # One process would train unsharded without a word (issue 19): the README promises a refusal on CPU.
+    with pytest.raises(ConfigError, match="does not shard CPU processes"):
+        training_arguments_fields(_config("--strategy", "fsdp"), "cpu")
 
 
 def test_ddp_on_cpu_uses_gloo(two_processes):
