@@ -73,9 +73,7 @@ class StaticBMojo(nn.Module):
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         cache = self.empty_cache()
-        out = self.model(
-            input_ids, attention_mask=attention_mask, cache=cache, use_cache=True, logits_to_keep=1
-        )
+        out = self.model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=True, logits_to_keep=1)
         return (out.logits[:, -1], *cache.to_tensors())
 
     def decode(self, input_ids: torch.Tensor, *state: torch.Tensor):
