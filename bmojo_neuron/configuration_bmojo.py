@@ -55,6 +55,7 @@ _BASE_KWARGS = {
     "per_layer_config",
     "_attn_implementation_internal",
     "_experts_implementation_internal",
+    "auto_map",  # written by save_pretrained for trust_remote_code loading (remote_code.py)
 }
 
 
