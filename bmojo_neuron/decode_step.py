@@ -376,4 +376,6 @@ def _mixer_step(layer, w: dict, x: torch.Tensor, sh: _Step, state: BMojoLayerSta
         part = probs[..., at : at + vv.shape[1]] @ vv.transpose(1, 2)  # (B, K, G, D)
         out = part if out is None else out + part
         at += vv.shape[1]
+    if mixer.ssm_gate is not None:  # the gated current SSM output
+        x = torch.addcmul(x, mixer.ssm_gate, s)
     return torch.addmm(x, out.reshape(batch, heads * dim), mixer.o_proj.weight.t())

@@ -242,7 +242,7 @@ def attention_extend(attn, hidden: torch.Tensor, step: NewTokens, state: BMojoLa
         out = _window_step(q, entries, attn.window, step, state, memory)
     else:
         out = _window_extend(q, entries, attn.window, step, state, memory)
-    return attn.o_proj(out.reshape(batch, seq, -1))
+    return attn.readout(out.reshape(batch, seq, -1), s)
 
 
 def _window_extend(q, entries, w: int, step: NewTokens, state: BMojoLayerState, memory: KeyBlock | None):
@@ -464,7 +464,7 @@ def attention_prefill(attn, hidden: torch.Tensor, step: NewTokens, state: BMojoL
     src = held.clamp(min=0)
     new = torch.stack([_gather_rows(t, src) for t in (k, v, fade_k, fade_v)], dim=2)
     state["window"] = torch.where((held >= 0)[..., None, None, None], new, ring)
-    return attn.o_proj(out.reshape(batch, seq, -1))
+    return attn.readout(out.reshape(batch, seq, -1), s)
 
 
 def _eidetic_prefill(eidetic, k, v, score: torch.Tensor, step: NewTokens, state: BMojoLayerState):

@@ -262,6 +262,16 @@ class BMojoAttention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=False)
         self.ssm = BMojoSSM(config) if layer_type in ("bmojo_f", "bmojo") else None
         self.eidetic = BMojoEideticMemory(config) if layer_type == "bmojo" else None
+        # The gated current SSM output (DESIGN.md, revised 2026-12): `o_proj(attn_i) + g * s_i`. Without it
+        # s_i first reaches the output w positions later (fading window) and Mamba is not a special case.
+        gated = self.ssm is not None and config.ssm_output_gate == "vector"
+        self.ssm_gate = nn.Parameter(torch.ones(hidden)) if gated else None
+
+    def readout(self, attended: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
+        """The mixer's output from the attention's (batch, seq, heads * head_dim) and the SSM's (batch, seq,
+        hidden) outputs: ``o_proj(attended) + g * s`` (``o_proj(attended)`` without the gate)."""
+        out = self.o_proj(attended)
+        return out if self.ssm_gate is None else out + self.ssm_gate * s
 
     def heads(self, proj: nn.Linear, x: torch.Tensor, n: int) -> torch.Tensor:
         return proj(x).view(*x.shape[:2], n, self.head_dim)
@@ -271,7 +281,7 @@ class BMojoAttention(nn.Module):
         q = apply_rotary(self.heads(self.q_proj, hidden, self.num_heads), cos, sin)
         k = apply_rotary(self.heads(self.k_proj, hidden, self.num_kv_heads), cos, sin)
         v = self.heads(self.v_proj, hidden, self.num_kv_heads)
-        fade_k = fade_v = mem_k = mem_v = mem_bias = aux = None
+        fade_k = fade_v = mem_k = mem_v = mem_bias = aux = s = None
         if self.ssm is not None:
             s = self.ssm(hidden, mask)
             fade_k = apply_rotary(self.heads(self.k_proj, s, self.num_kv_heads), cos, sin)
@@ -281,7 +291,7 @@ class BMojoAttention(nn.Module):
         out = ops.bmojo_attention(
             q, k, v, self.window, fade_k, fade_v, mem_k, mem_v, mem_bias, mask, self.chunk_size, None
         )
-        return self.o_proj(out.reshape(*hidden.shape[:2], -1)), aux
+        return self.readout(out.reshape(*hidden.shape[:2], -1), s), aux
 
 
 class BMojoDecoderLayer(GradientCheckpointingLayer):
@@ -348,6 +358,8 @@ class BMojoPreTrainedModel(PreTrainedModel):
             init.ones_(module.D)
             init.kaiming_uniform_(module.conv1d.weight, a=math.sqrt(5))
             init.zeros_(module.conv1d.bias)
+        elif isinstance(module, BMojoAttention) and module.ssm_gate is not None:
+            init.ones_(module.ssm_gate)
         elif isinstance(module, BMojoEideticMemory):
             # Start from "innovation decides" (ties broken by it), let the learned terms grow from zero.
             init.ones_(module.innovation_scale)

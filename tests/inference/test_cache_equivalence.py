@@ -22,6 +22,9 @@ VARIANTS = {
     "bmojo-key": (["bmojo", "bmojo"], {"eidetic_innovation": "key"}),
     "bmojo-lag3": (["bmojo", "bmojo"], {"sliding_window": 6, "eidetic_slots": 5}),
     "bmojo-mha-w3": (["bmojo", "bmojo"], {"sliding_window": 3, "num_key_value_heads": 4}),
+    # the attention-only readout (AWS's B'MOJO-F); the default gates the current SSM output in
+    "bmojo-nogate": (["bmojo", "bmojo"], {"ssm_output_gate": "none"}),
+    "bmojo_f-nogate": (["bmojo_f", "bmojo_f"], {"ssm_output_gate": "none"}),
 }
 ALL = {**{k: (v, {}) for k, v in KINDS.items()}, **VARIANTS}
 ATOL = 1e-4
