@@ -68,4 +68,6 @@ def comparable_state(names, tensors) -> dict:
         if leaf in _EMPTY_MARKER:
             marker = state[f"{prefix}.{_EMPTY_MARKER[leaf]}"]
             state[name] = torch.where(torch.isfinite(marker)[..., None, None, None], t, 0.0)
+        elif leaf == "chunk_innov":  # the raw innovation of an empty chunk slot is unspecified too
+            state[name] = torch.where(torch.isfinite(state[f"{prefix}.chunk_score"]), t, 0.0)
     return state
