@@ -20,10 +20,10 @@ import torch
 from bmojo_neuron import BMojoConfig, BMojoForCausalLM
 
 # Shared by every preset unless overridden. Window = chunk (DESIGN.md: memory visible two chunks later).
-# Three ssm layers, then a bmojo layer (gated SSM output): chosen by `python -m benchmarks.lm`
-# (results/lm_gated*.md): perplexity 3.944 against 3.966/3.944 (two seeds) for all-bmojo, 3.988 for "SB",
-# 4.033 for the ssm/attention hybrid and 3.943/3.964 for the ssm alone. Seeds move these by ~0.02, so the
-# pattern with the fewest attention layers (the cheapest per token) that keeps an eidetic memory wins.
+# Three ssm layers, then a bmojo layer (gated SSM output), chosen by `python -m benchmarks.lm`
+# (results/lm_gated*.md, seeds 0/1/2): perplexity 3.944/3.899/3.923 against 3.966/3.944/3.980 for all-bmojo
+# and 3.943/3.964/3.948 for the ssm alone; "SB" 3.988 and the ssm/attention hybrid 4.033 (seed 0). Seeds move
+# these by 0.02-0.05: the pattern with the fewest attention layers that keeps an eidetic memory wins.
 _COMMON: dict[str, Any] = {
     "layer_pattern": "SSSB",
     "eidetic_topk": 4,
