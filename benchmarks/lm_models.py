@@ -49,6 +49,12 @@ ARMS: dict[str, tuple[str, str | None]] = {
     "mistral": ("mistral", None),
     "mamba2": ("mamba2", None),
 }
+# Arms of the language-modelling benchmark only (the recall benchmark keeps ARMS): B'MOJO layer patterns
+# that are preset candidates, and today's bmojo with the attention-only readout (no gated SSM output).
+PATTERN_ARMS: dict[str, tuple[str, str | None]] = {"SSSB": ("bmojo", "SSSB"), "SB": ("bmojo", "SB")}
+ABLATION_ARMS: dict[str, tuple[str, str | None]] = {"bmojo_nogate": ("bmojo", "B")}
+LM_ARMS: dict[str, tuple[str, str | None]] = {**ARMS, **PATTERN_ARMS, **ABLATION_ARMS}
+CONFIG_OVERRIDES: dict[str, dict] = {"bmojo_nogate": {"ssm_output_gate": "none"}}
 REFERENCE_ARM = "bmojo"
 PEER_CLASSES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "mamba2": "Mamba2ForCausalLM"}
 
@@ -86,9 +92,10 @@ def hybrid_layer_types(num_layers: int) -> list[str]:
     return types
 
 
-def _bmojo_config(shape: LMShape, pattern: str | None, width: int) -> BMojoConfig:
+def _bmojo_config(shape: LMShape, pattern: str | None, width: int, **overrides) -> BMojoConfig:
     layers = {"layer_pattern": pattern} if pattern else {"layer_types": hybrid_layer_types(shape.num_layers)}
     return BMojoConfig(
+        **overrides,
         vocab_size=shape.vocab_size,
         hidden_size=shape.hidden_size,
         intermediate_size=width,
@@ -156,11 +163,11 @@ def _mamba2_config(shape: LMShape, state_size: int) -> Mamba2Config:
 
 def arm_config(arm: str, shape: LMShape, width: int) -> PretrainedConfig:
     """The config of ``arm`` at ``width`` (MLP width, or the SSM state size for Mamba2)."""
-    if arm not in ARMS:
-        raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
-    family, pattern = ARMS[arm]
+    if arm not in LM_ARMS:
+        raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(LM_ARMS)}")
+    family, pattern = LM_ARMS[arm]
     if family == "bmojo":
-        return _bmojo_config(shape, pattern, width)
+        return _bmojo_config(shape, pattern, width, **CONFIG_OVERRIDES.get(arm, {}))
     if family == "llama":
         return _llama_like(LlamaConfig, shape, width)
     if family == "mistral":
@@ -226,7 +233,7 @@ def sized_configs(arms: list[str], shape: LMShape) -> dict[str, tuple[Pretrained
         if arm == REFERENCE_ARM:
             width = shape.intermediate_size
         else:  # Mamba2's knob is the state size (steps of 1); MLP widths go in multiples of 8
-            width = solve_width(count, target, multiple=1 if ARMS[arm][0] == "mamba2" else 8)
+            width = solve_width(count, target, multiple=1 if LM_ARMS[arm][0] == "mamba2" else 8)
         config = arm_config(arm, shape, width)
         out[arm] = (config, count_non_embedding(config))
     return out
@@ -252,6 +259,7 @@ def describe(config: PretrainedConfig) -> dict:
         "state_size",
         "ssm_state_size",
         "expand",
+        "ssm_output_gate",
     )
     d = config.to_dict()
     return {k: d[k] for k in keys if k in d and d[k] is not None}
@@ -259,6 +267,7 @@ def describe(config: PretrainedConfig) -> dict:
 
 __all__ = [
     "ARMS",
+    "LM_ARMS",
     "LMShape",
     "arm_config",
     "build_model",

@@ -107,6 +107,7 @@ def cell_config(
         # Untied: with the tiny preset's tied embeddings, full attention (hidden 128, sequence 128, random
         # filler) was still at 0.16 after 500 of 800 steps, untied it reached 0.99 by step 400.
         "tie_word_embeddings": False,
+        **getattr(args, "model_overrides", {}),
     }
     return RunConfig(
         task="mqar",
@@ -200,7 +201,7 @@ def hit_rate(config) -> dict:
 
 
 # What makes two runs' cells comparable: the same training budget and task on the same grid.
-SAME_IN_MERGED_RUNS = ("steps", "train_examples", "batch_size", "lr", "vocab", "layers", "mode")
+SAME_IN_MERGED_RUNS = ("steps", "train_examples", "batch_size", "lr", "vocab", "layers", "mode", "model_overrides")
 
 
 def merge(paths: list[Path]) -> tuple[list[dict], dict]:
@@ -249,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-tqdm", action="store_true")
     parser.add_argument("--name", help="results file stem (default: mqar, mqar_cpu or mqar_quick by --grid)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="model_set",
+                        help="a model config field for every cell (repeatable), e.g. ssm_output_gate=none")  # fmt: skip
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                         help="do not train: merge the cells of these results files of one grid into --name")  # fmt: skip
     args = parser.parse_args(argv)
@@ -264,6 +267,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--merge: {e}")
         write(args.name, rows, meta)
         return 0
+    args.model_overrides = {}
+    for item in args.model_set:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            parser.error(f"--set: expected FIELD=VALUE, got {item!r}")
+        try:
+            args.model_overrides[field] = json.loads(value)
+        except json.JSONDecodeError:
+            args.model_overrides[field] = value  # a bare string
     mode = "quick" if args.quick else args.grid
     grid = dict(GRIDS[mode])
     if args.fillers:
@@ -280,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {**environment_info(), "transformers": transformers.__version__, "steps": steps,
             "train_examples": examples, "batch_size": args.batch_size, "lr": args.lr, "vocab": args.vocab,
-            "layers": 2, "mode": mode}  # fmt: skip
+            "layers": 2, "mode": mode, "model_overrides": args.model_overrides}  # fmt: skip
     print("\n".join(f"{k}: {v}" for k, v in meta.items()))
     tokenizer = load_tokenizer("byte")
     layer_types = [t.strip() for t in args.layer_types.split(",")]

@@ -15,7 +15,9 @@ values on a dim of size 2, keys with their rotary embedding applied):
                     ``mem_kv`` (B, M, 2, K, D), ``mem_score``/``mem_prio`` (B, M) float32 (prio ``-inf`` = empty
                     slot); the candidates of the completed chunks it does not see yet (``lag - 1`` of them),
                     ``pend_kv`` (B, lag-1, k, 2, K, D), ``pend_score``/``pend_prio`` (B, lag-1, k); and the
-                    current chunk, ``chunk_kv`` (B, C, 2, K, D), ``chunk_score`` (B, C) (slot ``p % C``).
+                    current chunk, ``chunk_kv`` (B, C, 2, K, D), ``chunk_score`` (B, C) the learned part of
+                    the score (``-inf`` = empty) and ``chunk_innov`` (B, C) the raw innovation (slot ``p % C``):
+                    the innovation is standardised within the chunk when the chunk completes.
 ==================  ============================================================================================
 
 Shared by all layers: ``positions`` (B,) int64, the number of real (unpadded) tokens each row has seen, which
@@ -134,6 +136,7 @@ def empty_layer_state(
     state["pend_prio"] = neg(batch, pending, topk)
     state["chunk_kv"] = zeros(batch, chunk, *kv_shape)
     state["chunk_score"] = neg(batch, chunk)
+    state["chunk_innov"] = zeros(batch, chunk, dt=torch.float32)
     return state
 
 

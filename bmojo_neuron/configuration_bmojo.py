@@ -16,6 +16,8 @@ from .remote_code import AUTO_MAP, write_auto_module
 LAYER_TYPES = ("attention", "sliding_attention", "ssm", "bmojo_f", "bmojo")
 EIDETIC_POLICIES = ("topk", "fifo")
 INNOVATION_MODES = ("predictor", "key")
+SSM_OUTPUT_GATES = ("vector", "none")
+INNOVATION_NORMS = ("chunk", "none")
 # transformers renames "attention" to "full_attention" in every config's `layer_types`; we accept both.
 LAYER_TYPE_ALIASES = {"full_attention": "attention"}
 
@@ -95,6 +97,15 @@ class BMojoConfig(PreTrainedConfig):
         eidetic_aux_loss_weight: weight of the innovation predictor's auxiliary loss.
         eidetic_innovation: ``predictor`` (learned ``W_p s_{j-1}`` predicts ``x_j``) or ``key``
             (parameter-free: ``||W_k x_j - W_k s_{j-1}||^2``).
+        eidetic_innovation_norm: ``chunk`` standardises the innovation within each chunk (zero mean, unit
+            variance over its real tokens) before it enters the selection score, so that it ranks tokens from
+            the first step (raw, it is about 1 for every token of a normalised input with an untrained
+            predictor); ``none`` uses the raw innovation.
+        ssm_output_gate: how a ``bmojo_f``/``bmojo`` mixer reads the SSM output at the query's own position:
+            ``vector`` adds ``g * s_i`` (``g`` a per-channel parameter initialised to 1) to the attention's
+            output projection, so that a layer with that projection at zero is its SSM (Mamba as a special
+            case); ``none`` is the attention-only readout of AWS's B'MOJO-F, where ``s_i`` first reaches the
+            output ``w`` positions later, through the fading window.
         ssm_state_size: ``N``, the SSM state size per head.
         ssm_num_heads: ``H``, SSM heads (scalar decay per head).
         ssm_head_dim: ``P``, the SSM head width; ``H * P`` is the SSM inner width.
@@ -134,6 +145,8 @@ class BMojoConfig(PreTrainedConfig):
     eidetic_policy: str = "topk"
     eidetic_aux_loss_weight: float = 0.1
     eidetic_innovation: str = "predictor"
+    eidetic_innovation_norm: str = "chunk"
+    ssm_output_gate: str = "vector"
     ssm_state_size: int = 16
     ssm_num_heads: int = 4
     ssm_head_dim: int = 32
@@ -235,6 +248,12 @@ class BMojoConfig(PreTrainedConfig):
             raise ValueError(f"eidetic_policy must be one of {EIDETIC_POLICIES}, got {self.eidetic_policy!r}")
         if self.eidetic_innovation not in INNOVATION_MODES:
             raise ValueError(f"eidetic_innovation must be one of {INNOVATION_MODES}, got {self.eidetic_innovation!r}")
+        if self.eidetic_innovation_norm not in INNOVATION_NORMS:
+            raise ValueError(
+                f"eidetic_innovation_norm must be one of {INNOVATION_NORMS}, got {self.eidetic_innovation_norm!r}"
+            )
+        if self.ssm_output_gate not in SSM_OUTPUT_GATES:
+            raise ValueError(f"ssm_output_gate must be one of {SSM_OUTPUT_GATES}, got {self.ssm_output_gate!r}")
         if self.eidetic_topk > self.chunk_size:
             raise ValueError(f"eidetic_topk ({self.eidetic_topk}) must not exceed chunk_size ({self.chunk_size})")
         if self.eidetic_topk > self.eidetic_slots:

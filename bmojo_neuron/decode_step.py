@@ -345,21 +345,22 @@ def _mixer_step(layer, w: dict, x: torch.Tensor, sh: _Step, state: BMojoLayerSta
         else:
             k_raw = proj[:, heads * dim : qk]
             innovation = (k_raw - F.linear(state["s_last"], mixer.k_proj.weight)).pow(2).mean(-1)
-        score = torch.addcmul(proj[:, -1] + sproj[:, -1], eidetic.innovation_scale, innovation)
+        learned = proj[:, -1] + sproj[:, -1]  # the innovation joins it when the chunk completes
         if sh.phase is None:
-            score = torch.where(sh.real, score, NEG_INF)
+            learned = torch.where(sh.real, learned, NEG_INF)
             state["s_last"] = torch.where(sh.real[:, None], s, state["s_last"])
         else:
             state["s_last"] = s
         offset = None if sh.phase is None else sh.phase % eidetic.chunk_size
         if offset is not None and offset != eidetic.chunk_size - 1:  # no chunk completes: write into its slot
-            state["chunk_score"][:, offset].copy_(score)
+            state["chunk_score"][:, offset].copy_(learned)
+            state["chunk_innov"][:, offset].copy_(innovation)
             state["chunk_kv"][:, offset].copy_(entry[:, :2])
             mem_kv = state["mem_kv"]
             mem_bias = _memory_bias(state)
         else:
             step = NewTokens(sh.real[:, None], sh.real.long(), sh.start, sh.start[:, None], sh.cos, sh.sin)
-            block = eidetic_step(eidetic, entry[:, None, :2], score[:, None], step, state)
+            block = eidetic_step(eidetic, entry[:, None, :2], learned[:, None], innovation[:, None], step, state)
             mem_kv, mem_bias = block.kv, block.bias[:, 0]
         keys.insert(0, mem_kv[:, :, 0])
         values.insert(0, mem_kv[:, :, 1])
@@ -376,4 +377,6 @@ def _mixer_step(layer, w: dict, x: torch.Tensor, sh: _Step, state: BMojoLayerSta
         part = probs[..., at : at + vv.shape[1]] @ vv.transpose(1, 2)  # (B, K, G, D)
         out = part if out is None else out + part
         at += vv.shape[1]
+    if mixer.ssm_gate is not None:  # the gated current SSM output
+        x = torch.addcmul(x, mixer.ssm_gate, s)
     return torch.addmm(x, out.reshape(batch, heads * dim), mixer.o_proj.weight.t())

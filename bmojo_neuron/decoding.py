@@ -231,9 +231,9 @@ def attention_extend(attn, hidden: torch.Tensor, step: NewTokens, state: BMojoLa
     memory = None
     if attn.eidetic is not None:
         s_prev = torch.cat([state["s_last"][:, None], s[:, :-1]], dim=1)
-        score, _ = attn.eidetic.scores(hidden, s, s_prev, attn.k_proj)
-        score = score.detach().float().masked_fill(~step.mask, NEG_INF)
-        memory = (eidetic_step if seq == 1 else eidetic_extend)(attn.eidetic, kv, score, step, state)
+        learned, innovation, _ = attn.eidetic.score_parts(hidden, s, s_prev, attn.k_proj)
+        learned = learned.detach().float().masked_fill(~step.mask, NEG_INF)
+        memory = (eidetic_step if seq == 1 else eidetic_extend)(attn.eidetic, kv, learned, innovation, step, state)
         if seq == 1:
             state["s_last"] = torch.where(step.mask, s[:, 0], state["s_last"])
         else:
@@ -242,7 +242,7 @@ def attention_extend(attn, hidden: torch.Tensor, step: NewTokens, state: BMojoLa
         out = _window_step(q, entries, attn.window, step, state, memory)
     else:
         out = _window_extend(q, entries, attn.window, step, state, memory)
-    return attn.o_proj(out.reshape(batch, seq, -1))
+    return attn.readout(out.reshape(batch, seq, -1), s)
 
 
 def _window_extend(q, entries, w: int, step: NewTokens, state: BMojoLayerState, memory: KeyBlock | None):
@@ -285,25 +285,28 @@ def _window_step(q, entries, w: int, step: NewTokens, state: BMojoLayerState, me
 # ----------------------------------------------------------------------------------------------- eidetic memory
 
 
-def eidetic_extend(eidetic, kv: torch.Tensor, score: torch.Tensor, step: NewTokens, state: BMojoLayerState) -> KeyBlock:
+def eidetic_extend(
+    eidetic, kv: torch.Tensor, learned: torch.Tensor, innovation: torch.Tensor, step: NewTokens, state: BMojoLayerState
+) -> KeyBlock:
     """Advance the eidetic memory over the new tokens; return what each new query sees of it.
 
     Follows :func:`~bmojo_neuron.ops.eidetic.reference.eidetic_select_reference` chunk by chunk: chunk ``c``'s
     top-k candidates are merged into the memory (``topk`` or ``fifo`` priority) after the memory that
     query chunk ``c - 1 + lag`` sees. The state holds the memory the current chunk sees, the candidates
-    of the ``lag - 1`` completed chunks not merged yet, and the current chunk's scores and keys/values.
+    of the ``lag - 1`` completed chunks not merged yet, and the current chunk's score parts and keys/values.
 
     Args:
         kv: (B, T, 2, K, D) keys (rotary applied) and values of the new tokens.
-        score: (B, T) float32 selection scores, ``-inf`` at padding.
+        learned: (B, T) float32 learned part of the selection scores, ``-inf`` at padding.
+        innovation: (B, T) float32 raw innovation (``eidetic.combine`` makes the scores, chunk by chunk).
 
     Returns:
         a ``KeyBlock`` over a pool of memory entries ``(B, P, 2, K, D)`` with the bias ``(B, T, P)`` of each
         query (``log sigmoid(score)`` for the slots in its memory, the float minimum elsewhere).
     """
     C, topk, slots, lag = eidetic.chunk_size, eidetic.topk, eidetic.slots, eidetic.lag
-    batch, seq = score.shape
-    device = score.device
+    batch, seq = learned.shape
+    device = learned.device
     n_pend = lag - 1
     chunk0, offset = step.start // C, torch.remainder(step.start, C)
     n_local = (C - 1 + seq) // C + 1  # chunks chunk0 .. chunk0 + n_local - 1 can hold new tokens
@@ -314,7 +317,9 @@ def eidetic_extend(eidetic, kv: torch.Tensor, score: torch.Tensor, step: NewToke
     rel = u[None] - offset[:, None]  # index among the new tokens
     src = torch.where(rel < 0, u[None], C + rel.clamp(max=seq - 1))
     real = (rel < 0) | (rel < step.n[:, None])
-    a_score = torch.cat([state["chunk_score"], score], 1).gather(1, src).masked_fill(~real, NEG_INF)
+    a_learned = torch.cat([state["chunk_score"], learned], 1).gather(1, src).masked_fill(~real, NEG_INF)
+    a_innov = torch.cat([state["chunk_innov"], innovation.float()], 1).gather(1, src)
+    a_score = eidetic.combine(a_learned, a_innov, real).masked_fill(~real, NEG_INF)
     a_kv = _gather_rows(torch.cat([state["chunk_kv"], kv], 1), src)
 
     cand_score, local = a_score.view(batch, n_local, C).topk(topk, dim=-1)  # (B, n_local, k)
@@ -359,7 +364,8 @@ def eidetic_extend(eidetic, kv: torch.Tensor, score: torch.Tensor, step: NewToke
     state["pend_score"] = seq_score.gather(1, pend[..., None].expand(-1, -1, topk))
     state["pend_kv"] = _gather_rows(seq_kv, pend)
     in_chunk = last[:, None] * C + torch.arange(C, device=device)
-    state["chunk_score"] = a_score.gather(1, in_chunk)
+    state["chunk_score"] = a_learned.gather(1, in_chunk)
+    state["chunk_innov"] = a_innov.gather(1, in_chunk)
     state["chunk_kv"] = _gather_rows(a_kv, in_chunk)
 
     if seq == 1:  # one query, in chunk chunk0: it sees versions[0], the saved memory
@@ -370,7 +376,9 @@ def eidetic_extend(eidetic, kv: torch.Tensor, score: torch.Tensor, step: NewToke
     return KeyBlock(pool_kv, bias=bias)
 
 
-def eidetic_step(eidetic, kv: torch.Tensor, score: torch.Tensor, step: NewTokens, state: BMojoLayerState) -> KeyBlock:
+def eidetic_step(
+    eidetic, kv: torch.Tensor, learned: torch.Tensor, innovation: torch.Tensor, step: NewTokens, state: BMojoLayerState
+) -> KeyBlock:
     """:func:`eidetic_extend` for one new token (decode), in O(slots + chunk) work.
 
     The token is written into the current chunk; if it completes the chunk, the chunk's candidates join
@@ -387,10 +395,13 @@ def eidetic_step(eidetic, kv: torch.Tensor, score: torch.Tensor, step: NewTokens
     real = step.mask[:, 0]
     slot = offset[:, None]
     # Write the token into its chunk slot, in place (padding writes a -inf score: the slot stays empty).
-    chunk_score = state["chunk_score"].scatter_(1, slot, score)
+    chunk_learned = state["chunk_score"].scatter_(1, slot, learned)
+    chunk_innov = state["chunk_innov"].scatter_(1, slot, innovation.float())
     chunk_kv = _scatter_rows_(state["chunk_kv"], slot, kv)
     completes = real & (offset == C - 1)
 
+    filled = torch.isfinite(chunk_learned)
+    chunk_score = eidetic.combine(chunk_learned, chunk_innov, filled).masked_fill(~filled, NEG_INF)
     cand_score, local = chunk_score.topk(topk, dim=-1)  # (B, k): chunk chunk0's candidates, if complete
     cand_kv = _gather_rows(chunk_kv, local)
     if eidetic.policy == "topk":
@@ -413,7 +424,7 @@ def eidetic_step(eidetic, kv: torch.Tensor, score: torch.Tensor, step: NewTokens
     state["pend_prio"] = torch.where(shift, seq_prio[:, 1:], state["pend_prio"])
     state["pend_score"] = torch.where(shift, seq_score[:, 1:], state["pend_score"])
     state["pend_kv"] = torch.where(shift[..., None, None, None], seq_kv[:, 1:], state["pend_kv"])
-    state["chunk_score"] = chunk_score.masked_fill_(completes[:, None], NEG_INF)
+    state["chunk_score"] = chunk_learned.masked_fill_(completes[:, None], NEG_INF)
     return block
 
 
@@ -449,9 +460,16 @@ def attention_prefill(attn, hidden: torch.Tensor, step: NewTokens, state: BMojoL
     mem_k = mem_v = mem_bias = None
     if attn.eidetic is not None:
         s_prev = F.pad(s, (0, 0, 1, 0))[:, :seq]  # the empty state's s_last is zero
-        score, _ = attn.eidetic.scores(hidden, s, s_prev, attn.k_proj)
+        learned, innovation, _ = attn.eidetic.score_parts(hidden, s, s_prev, attn.k_proj)
+        score = attn.eidetic.combine(learned, innovation, step.mask)  # chunks start at position 0 here
         score = score.detach().float().masked_fill(~step.mask, NEG_INF)
+        learned = learned.detach().float().masked_fill(~step.mask, NEG_INF)
         mem_k, mem_v, mem_bias = _eidetic_prefill(attn.eidetic, k, v, score, step, state)
+        # The current chunk's parts: its scores are combined again when it completes.
+        C = attn.chunk_size
+        in_chunk = (step.n // C)[:, None] * C + torch.arange(C, device=hidden.device)  # up to seq + C - 1
+        state["chunk_score"] = F.pad(learned, (0, C), value=NEG_INF).gather(1, in_chunk)
+        state["chunk_innov"] = F.pad(innovation.float(), (0, C)).gather(1, in_chunk)
         last = (step.n - 1).clamp(min=0)
         s_last = s.gather(1, last[:, None, None].expand(-1, 1, s.shape[-1]))[:, 0]
         state["s_last"] = torch.where((step.n > 0)[:, None], s_last, state["s_last"])
@@ -464,7 +482,7 @@ def attention_prefill(attn, hidden: torch.Tensor, step: NewTokens, state: BMojoL
     src = held.clamp(min=0)
     new = torch.stack([_gather_rows(t, src) for t in (k, v, fade_k, fade_v)], dim=2)
     state["window"] = torch.where((held >= 0)[..., None, None, None], new, ring)
-    return attn.o_proj(out.reshape(batch, seq, -1))
+    return attn.readout(out.reshape(batch, seq, -1), s)
 
 
 def _eidetic_prefill(eidetic, k, v, score: torch.Tensor, step: NewTokens, state: BMojoLayerState):
@@ -514,9 +532,8 @@ def _eidetic_prefill(eidetic, k, v, score: torch.Tensor, step: NewTokens, state:
     pend_kv = torch.stack([_gather_rows(k, pos), _gather_rows(v, pos)], dim=2)
     state["pend_kv"] = pend_kv.view(batch, n_pend, topk, 2, kv_heads, dim)
 
-    in_chunk = last[:, None] * C + torch.arange(C, device=score.device)
-    state["chunk_score"] = ext.gather(1, in_chunk)
-    in_chunk = in_chunk.clamp(max=seq - 1)
+    # chunk_score/chunk_innov (the current chunk's score parts) are set by the caller
+    in_chunk = (last[:, None] * C + torch.arange(C, device=score.device)).clamp(max=seq - 1)
     state["chunk_kv"] = torch.stack([_gather_rows(k, in_chunk), _gather_rows(v, in_chunk)], dim=2)
     return mem_k, mem_v, mem_bias
 

@@ -169,12 +169,40 @@ class BMojoSSMMixer(nn.Module):
 # ----------------------------------------------------------------------------------------------- eidetic memory
 
 
+# Floor of the within-chunk standard deviation, relative to the chunk's mean innovation. Differences below
+# 1% of the level are not amplified further: they include float32 rounding (~1e-7 of the level, which a
+# cached and a full forward do not share), and a bare standardisation would blow them up to score changes
+# of 1e-4. An untrained layer's innovation varies by ~0.3% around its mean, so it enters the score at
+# ~0.3 instead of ~0.003 (raw) against a learned term that starts at zero.
+INNOVATION_STD_FLOOR = 1e-2
+
+
+def standardise_chunks(u: torch.Tensor, valid: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``(u - mean) / std`` within each chunk of ``chunk`` columns, statistics over the ``valid`` entries only
+    (``std`` at least :data:`INNOVATION_STD_FLOOR` of ``|mean|``).
+
+    u, valid: (batch, L) with column 0 at a chunk boundary (L is padded up to a multiple of ``chunk``) ->
+    (batch, L) float32; entries that are not valid come out finite and unspecified.
+    """
+    batch, length = u.shape
+    pad = -length % chunk
+    w = F.pad(valid, (0, pad)).view(batch, -1, chunk).float()
+    x = F.pad(torch.where(valid, at_least_fp32(u), 0.0), (0, pad)).view(batch, -1, chunk)
+    count = w.sum(-1, keepdim=True).clamp_min(1.0)
+    mean = (x * w).sum(-1, keepdim=True) / count
+    var = ((x - mean).pow(2) * w).sum(-1, keepdim=True) / count
+    floor = (INNOVATION_STD_FLOOR * mean).pow(2) + torch.finfo(torch.float32).tiny
+    return ((x - mean) * torch.rsqrt(var + floor)).view(batch, -1)[:, :length]
+
+
 class BMojoEideticMemory(nn.Module):
     """Selects tokens by a learnable score built on their innovation and gathers their keys/values.
 
     ``innovation_j = mean((x_j - W_p s_{j-1})^2)``: how badly the fading memory predicted the (normalised)
-    layer input. ``score_j = a * innovation_j + w . [x_j, s_j] + b``; memory slots attend with the logit bias
-    ``log sigmoid(score)``, which is how the score's parameters learn from what retrieval was worth.
+    layer input. ``score_j = a * z_j + w . [x_j, s_j] + b`` with ``z`` the innovation standardised within its
+    chunk (``eidetic_innovation_norm="chunk"``; the raw innovation with ``"none"``); memory slots attend with
+    the logit bias ``log sigmoid(score)``, which is how the score's parameters learn from what retrieval was
+    worth. A chunk's scores are complete when the chunk is: selection reads them only then.
     """
 
     def __init__(self, config: BMojoConfig):
@@ -185,6 +213,7 @@ class BMojoEideticMemory(nn.Module):
         self.slots = config.eidetic_slots
         self.policy = config.eidetic_policy
         self.lag = config.eidetic_lag
+        self.innovation_norm = config.eidetic_innovation_norm
         if self.mode == "predictor":
             self.predictor = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
         self.innovation_scale = nn.Parameter(torch.ones(()))
@@ -201,11 +230,19 @@ class BMojoEideticMemory(nn.Module):
         innovation = (at_least_fp32(k_proj(x)) - at_least_fp32(k_proj(s_prev))).pow(2).mean(-1)
         return innovation, None
 
-    def scores(self, x: torch.Tensor, s: torch.Tensor, s_prev: torch.Tensor, k_proj: nn.Linear):
-        """Selection scores (batch, seq) and the per-token auxiliary loss (batch, seq) or None."""
+    def score_parts(self, x: torch.Tensor, s: torch.Tensor, s_prev: torch.Tensor, k_proj: nn.Linear):
+        """The learned part of the score ``w . [x_j, s_j] + b`` (batch, seq), the innovation (batch, seq),
+        detached (the score must not train the predictor), and the per-token auxiliary loss or None."""
         innovation, aux = self.innovation(x, s_prev, k_proj)
         learned = self.score_proj(torch.cat([x, s], dim=-1)).squeeze(-1)
-        return self.innovation_scale * innovation.detach() + learned, aux
+        return learned, innovation.detach(), aux
+
+    def combine(self, learned: torch.Tensor, innovation: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Selection scores from :meth:`score_parts`' parts; all (batch, L) with column 0 at a chunk boundary,
+        ``valid`` marking real tokens (the standardisation's statistics). Invalid entries are unspecified."""
+        if self.innovation_norm == "chunk":
+            innovation = standardise_chunks(innovation, valid, self.chunk_size)
+        return learned + self.innovation_scale * innovation
 
     def forward(self, x, s, k, v, k_proj, mask):
         """Memory keys/values for every query chunk.
@@ -221,8 +258,9 @@ class BMojoEideticMemory(nn.Module):
         """
         batch, seq, kv_heads, dim = k.shape
         s_prev = F.pad(s, (0, 0, 1, 0))[:, :seq]
-        score, aux = self.scores(x, s, s_prev, k_proj)
-        valid_tokens = torch.ones_like(score, dtype=torch.bool) if mask is None else mask
+        learned, innovation, aux = self.score_parts(x, s, s_prev, k_proj)
+        valid_tokens = torch.ones_like(innovation, dtype=torch.bool) if mask is None else mask
+        score = self.combine(learned, innovation, valid_tokens)
         selectable = score.detach().masked_fill(~valid_tokens, float("-inf"))
         idx, valid = ops.eidetic_select(selectable, self.chunk_size, self.topk, self.slots, self.policy, self.lag)
         if self.record:
@@ -262,6 +300,16 @@ class BMojoAttention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=False)
         self.ssm = BMojoSSM(config) if layer_type in ("bmojo_f", "bmojo") else None
         self.eidetic = BMojoEideticMemory(config) if layer_type == "bmojo" else None
+        # The gated current SSM output (DESIGN.md, revised 2026-12): `o_proj(attn_i) + g * s_i`. Without it
+        # s_i first reaches the output w positions later (fading window) and Mamba is not a special case.
+        gated = self.ssm is not None and config.ssm_output_gate == "vector"
+        self.ssm_gate = nn.Parameter(torch.ones(hidden)) if gated else None
+
+    def readout(self, attended: torch.Tensor, s: torch.Tensor | None) -> torch.Tensor:
+        """The mixer's output from the attention's (batch, seq, heads * head_dim) and the SSM's (batch, seq,
+        hidden) outputs: ``o_proj(attended) + g * s`` (``o_proj(attended)`` without the gate)."""
+        out = self.o_proj(attended)
+        return out if self.ssm_gate is None else out + self.ssm_gate * s
 
     def heads(self, proj: nn.Linear, x: torch.Tensor, n: int) -> torch.Tensor:
         return proj(x).view(*x.shape[:2], n, self.head_dim)
@@ -271,7 +319,7 @@ class BMojoAttention(nn.Module):
         q = apply_rotary(self.heads(self.q_proj, hidden, self.num_heads), cos, sin)
         k = apply_rotary(self.heads(self.k_proj, hidden, self.num_kv_heads), cos, sin)
         v = self.heads(self.v_proj, hidden, self.num_kv_heads)
-        fade_k = fade_v = mem_k = mem_v = mem_bias = aux = None
+        fade_k = fade_v = mem_k = mem_v = mem_bias = aux = s = None
         if self.ssm is not None:
             s = self.ssm(hidden, mask)
             fade_k = apply_rotary(self.heads(self.k_proj, s, self.num_kv_heads), cos, sin)
@@ -281,7 +329,7 @@ class BMojoAttention(nn.Module):
         out = ops.bmojo_attention(
             q, k, v, self.window, fade_k, fade_v, mem_k, mem_v, mem_bias, mask, self.chunk_size, None
         )
-        return self.o_proj(out.reshape(*hidden.shape[:2], -1)), aux
+        return self.readout(out.reshape(*hidden.shape[:2], -1), s), aux
 
 
 class BMojoDecoderLayer(GradientCheckpointingLayer):
@@ -348,6 +396,8 @@ class BMojoPreTrainedModel(PreTrainedModel):
             init.ones_(module.D)
             init.kaiming_uniform_(module.conv1d.weight, a=math.sqrt(5))
             init.zeros_(module.conv1d.bias)
+        elif isinstance(module, BMojoAttention) and module.ssm_gate is not None:
+            init.ones_(module.ssm_gate)
         elif isinstance(module, BMojoEideticMemory):
             # Start from "innovation decides" (ties broken by it), let the learned terms grow from zero.
             init.ones_(module.innovation_scale)

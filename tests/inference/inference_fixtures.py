@@ -37,12 +37,15 @@ def tiny_config(layer_types, **overrides) -> BMojoConfig:
 
 def tiny_model(layer_types, seed: int = 0, **overrides) -> BMojoForCausalLM:
     """A random tiny model. The eidetic score's learned part starts at zero; randomise it so that
-    selection depends on more than the innovation."""
+    selection depends on more than the innovation. The SSM output gate starts at 1; randomise it so that a
+    path that forgets to multiply by it differs."""
     torch.manual_seed(seed)
     model = BMojoForCausalLM(tiny_config(layer_types, **overrides)).eval()
     for module in model.modules():
         if hasattr(module, "score_proj"):
             torch.nn.init.normal_(module.score_proj.weight, std=0.5)
+        if getattr(module, "ssm_gate", None) is not None:
+            torch.nn.init.normal_(module.ssm_gate, mean=1.0, std=0.5)
     return model
 
 
@@ -65,4 +68,6 @@ def comparable_state(names, tensors) -> dict:
         if leaf in _EMPTY_MARKER:
             marker = state[f"{prefix}.{_EMPTY_MARKER[leaf]}"]
             state[name] = torch.where(torch.isfinite(marker)[..., None, None, None], t, 0.0)
+        elif leaf == "chunk_innov":  # the raw innovation of an empty chunk slot is unspecified too
+            state[name] = torch.where(torch.isfinite(state[f"{prefix}.chunk_score"]), t, 0.0)
     return state

@@ -22,6 +22,9 @@ VARIANTS = {
     "bmojo-key": (["bmojo", "bmojo"], {"eidetic_innovation": "key"}),
     "bmojo-lag3": (["bmojo", "bmojo"], {"sliding_window": 6, "eidetic_slots": 5}),
     "bmojo-mha-w3": (["bmojo", "bmojo"], {"sliding_window": 3, "num_key_value_heads": 4}),
+    # the attention-only readout (AWS's B'MOJO-F); the default gates the current SSM output in
+    "bmojo-nogate": (["bmojo", "bmojo"], {"ssm_output_gate": "none"}),
+    "bmojo_f-nogate": (["bmojo_f", "bmojo_f"], {"ssm_output_gate": "none"}),
 }
 ALL = {**{k: (v, {}) for k, v in KINDS.items()}, **VARIANTS}
 ATOL = 1e-4
@@ -111,3 +114,26 @@ def test_left_padded_batch_matches_each_sequence_alone(kind, prefill_chunk):
     for row, s in enumerate(seqs):
         alone = full_logits(model, torch.tensor([s + new[row].tolist()]))[0]
         torch.testing.assert_close(cached[row, width - len(s) :], alone, atol=ATOL, rtol=0, msg=f"row {row}")
+
+
+@pytest.mark.parametrize("norm", ["chunk", "none"])
+@pytest.mark.parametrize("mode", ["predictor", "key"])
+@torch.no_grad()
+def test_cached_paths_agree_when_the_innovation_decides(mode, norm):
+    """The learned score at zero and a predictor that predicts something: the selection is the innovation's
+    (standardised within the chunk or raw), and prefill, chunked prefill and decoding must agree on it."""
+    model = tiny_model(["bmojo", "bmojo"], eidetic_innovation=mode, eidetic_innovation_norm=norm)
+    for layer in model.model.layers:
+        torch.nn.init.zeros_(layer.mixer.eidetic.score_proj.weight)
+        torch.nn.init.zeros_(layer.mixer.eidetic.score_proj.bias)
+        if mode == "predictor":
+            torch.nn.init.normal_(layer.mixer.eidetic.predictor.weight, std=0.5)
+    ids = torch.randint(0, 256, (2, TOTAL), generator=torch.Generator().manual_seed(7))
+    full = full_logits(model, ids)
+    for segments in (prefill_then_decode(5, TOTAL), prefill_then_decode(1, TOTAL), prefill_then_decode(11, TOTAL, 3)):
+        cached, _ = run_cached(model, ids, segments)
+        torch.testing.assert_close(cached, full, atol=ATOL, rtol=0)
+    # The innovation matters here: without it (scale 0) the memory's ties are broken otherwise.
+    for layer in model.model.layers:
+        layer.mixer.eidetic.innovation_scale.fill_(0.0)
+    assert not torch.allclose(full_logits(model, ids), full, atol=1e-3)
