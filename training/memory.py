@@ -49,18 +49,22 @@ def saved_activation_bytes(model: torch.nn.Module, input_ids: torch.Tensor) -> i
     return sum(size for key, size in sizes.items() if key not in params)
 
 
-def layer_bytes_per_token(config: BMojoConfig, tokens: int | None = None, device: str = "meta") -> float:
-    """Saved activation bytes of one decoder layer per token (fp32), measured at ``config``'s widths.
+def layer_bytes_per_token(
+    config: BMojoConfig, layer_type: str | None = None, tokens: int | None = None, device: str = "meta"
+) -> float:
+    """Saved activation bytes of one ``layer_type`` decoder layer (default: the first of ``config``) per token,
+    fp32, measured at ``config``'s widths.
 
     ``tokens`` defaults to four of the layer's longest windows, so per-chunk and per-window state is
-    amortised as in a long training sequence. The first layer's type stands for all of them.
+    amortised as in a long training sequence.
     """
     tokens = tokens or 4 * max(config.chunk_size, config.sliding_window)
+    layer_type = layer_type or config.layer_types[0]
     counts = []
     for layers in (1, 2):
         small = copy.deepcopy(config)
         small.num_hidden_layers = layers
-        small.layer_types = list(config.layer_types[:1]) * layers
+        small.layer_types = [layer_type] * layers
         small.vocab_size = 64  # the embedding and the logits cancel in the difference
         torch.manual_seed(0)
         with torch.device(device):
@@ -68,6 +72,12 @@ def layer_bytes_per_token(config: BMojoConfig, tokens: int | None = None, device
             ids = torch.randint(0, 64, (1, tokens))
         counts.append(saved_activation_bytes(model, ids))
     return (counts[1] - counts[0]) / tokens
+
+
+def mean_layer_bytes_per_token(config: BMojoConfig, device: str = "meta") -> float:
+    """:func:`layer_bytes_per_token` averaged over ``config``'s layers (each layer type measured once)."""
+    by_type = {t: layer_bytes_per_token(config, t, device=device) for t in set(config.layer_types)}
+    return sum(by_type[t] for t in config.layer_types) / len(config.layer_types)
 
 
 @dataclass
@@ -98,11 +108,12 @@ def estimate(
 ) -> MemoryEstimate:
     """Memory of one core training ``config`` on ``batch`` sequences of ``seq_len`` tokens in bf16 autocast.
 
-    Activations: the measured fp32 bytes per layer and token, halved for bf16 (an approximation: norms and
+    Activations: the measured fp32 bytes per layer and token (``per_token``, default
+    :func:`mean_layer_bytes_per_token`), halved for bf16 (an approximation: norms and
     softmax statistics stay fp32). States: 8 bytes per parameter for fp32 weights and gradients, and 8 for
     AdamW's moments divided over ``zero1_ranks``.
     """
-    per_token = layer_bytes_per_token(config) if per_token is None else per_token
+    per_token = mean_layer_bytes_per_token(config) if per_token is None else per_token
     tokens = seq_len * batch
     layer = per_token / 2 * tokens
     activations = layer * config.num_hidden_layers
@@ -119,7 +130,7 @@ def preset_report(configs: dict[str, BMojoConfig], counts: dict[str, int], seq_l
         f"{'preset':>8}  {'weights+grads+adam':>18}  {'activations':>11}  {'checkpointed':>12}  needs checkpointing",
     ]
     for name, config in configs.items():
-        per_token = layer_bytes_per_token(config)
+        per_token = mean_layer_bytes_per_token(config)
         by_device = {device: estimate(config, counts[name], seq_len, per_token=per_token, device=device)
                      for device in CORE_HBM_GIB}  # fmt: skip
         e = by_device["trn2"]
@@ -140,6 +151,7 @@ __all__ = [
     "MemoryEstimate",
     "estimate",
     "layer_bytes_per_token",
+    "mean_layer_bytes_per_token",
     "preset_report",
     "saved_activation_bytes",
 ]

@@ -26,6 +26,13 @@ def test_layer_bytes_grow_linearly_with_tokens():
     )
 
 
+def test_a_mixed_stack_averages_its_layer_types():
+    config = tiny_config(["ssm", "ssm", "ssm", "bmojo"])
+    ssm, bmojo = (memory.layer_bytes_per_token(config, t) for t in ("ssm", "bmojo"))
+    assert bmojo > ssm
+    assert memory.mean_layer_bytes_per_token(config) == pytest.approx((3 * ssm + bmojo) / 4)
+
+
 def test_checkpointing_keeps_far_fewer_saved_tensors():
     torch.manual_seed(0)
     model = BMojoForCausalLM(tiny_config(["bmojo"] * 4)).train()
