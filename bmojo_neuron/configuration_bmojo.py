@@ -1,7 +1,7 @@
 """B'MOJO model configuration.
 
 A B'MOJO model is a stack of pre-norm decoder layers whose token mixer is chosen per layer by
-``layer_types``. See ``shared/DESIGN.md`` for the math of every type.
+``layer_types``. See ``docs/layer.md`` for the math of every type.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """B'MOJO causal language model: pre-norm decoder layers whose mixer is chosen per layer by ``layer_types``.
 
-Mixers (``shared/DESIGN.md``):
+Mixers (``docs/layer.md``):
 
 - ``attention`` / ``sliding_attention``: Llama-style causal attention (RoPE, GQA), full or windowed;
 - ``ssm``: a Mamba-2 style selective SSM (scalar decay per head);
