@@ -335,7 +335,7 @@ class BMojoAttention(nn.Module):
 class BMojoDecoderLayer(GradientCheckpointingLayer):
     """``x = x + mixer(norm(x)); x = x + mlp(norm(x))``.
 
-    With ``model.gradient_checkpointing_enable()`` transformers recomputes the whole layer in the backward pass
+    With ``model.activation_checkpointing_enable()`` transformers recomputes the whole layer in the backward pass
     instead of keeping its activations (only the training forward calls the layer; cached decoding does not).
     """
 

@@ -26,7 +26,14 @@ from nki_kernels.kernels.ssd_scan_bwd import ssd_scan_bwd_kernel
 from nki_kernels.kernels.ssd_scan_fwd import ssd_scan_fwd_kernel
 from nki_kernels.launch import grid
 from nki_kernels.sdk import detect_stack
-from nki_kernels.torchneuron_ops import build_ops, dispatcher_impls, gather_route, kernel_dtype, scan_operands
+from nki_kernels.torchneuron_ops import (
+    build_ops,
+    dispatcher_impls,
+    gather_route,
+    kernel_dtype,
+    scan_input_grads,
+    scan_operands,
+)
 
 OP_NAMESPACE = "bmojo_nki"  # "bmojo::*" are the torch path's own custom ops (bmojo_neuron.ops)
 
@@ -51,17 +58,8 @@ class XlaSsdScan(torch.autograd.Function):
         x, dt, A, B, C, D, h0 = ctx.saved_tensors
         f32 = [None if t is None else t.float() for t in (x, dt, A, B, C, D, h0)]
         gf = None if grad_final is None else grad_final.float()
-        dx, ddt, dA, dB, dC, dD, dh0 = _launch(ssd_scan_bwd_kernel, *f32, grad_y.float(), gf, ctx.chunk_size)
-        return (
-            dx.to(x.dtype),
-            ddt.to(dt.dtype),
-            dA.to(A.dtype),
-            dB.to(B.dtype),
-            dC.to(C.dtype),
-            None if D is None else dD.to(D.dtype),
-            None if h0 is None else dh0,
-            None,
-        )
+        grads = _launch(ssd_scan_bwd_kernel, *f32, grad_y.float(), gf, ctx.chunk_size)
+        return scan_input_grads(grads, (x, dt, A, B, C, D, h0))
 
 
 class XlaGatherRows(torch.autograd.Function):

@@ -54,6 +54,13 @@ def scan_operands(x, dt, A, B, C, D, initial_state):
     return cast(x, mm), cast(dt, f32), cast(A, f32), cast(B, mm), cast(C, mm), cast(D, f32), cast(initial_state, f32)
 
 
+def scan_input_grads(grads, inputs):
+    """The scan backward kernel's seven gradients in the dtypes of ``inputs`` (x, dt, A, B, C, D,
+    initial_state), None for an input that was None, then None for ``chunk_size``: what both device routes'
+    autograd returns."""
+    return (*(None if t is None else g.to(t.dtype) for g, t in zip(grads, inputs)), None)
+
+
 def _cdiv(a, b):
     return (a + b - 1) // b  # works on SymInts too (fake tensors with dynamic shapes)
 
@@ -136,17 +143,7 @@ def build_ops(namespace: str, op_decorator, run):
         if grad_y is None:
             grad_y = torch.zeros_like(x, dtype=torch.float32)
         grads = ssd_scan_bwd(x, dt, A, B, C, D, h0, grad_y, grad_final, ctx.chunk_size)
-        dx, ddt, dA, dB, dC, dD, dh0 = grads
-        return (
-            dx.to(x.dtype),
-            ddt.to(dt.dtype),
-            dA.to(A.dtype),
-            dB.to(B.dtype),
-            dC.to(C.dtype),
-            None if D is None else dD.to(D.dtype),
-            None if h0 is None else dh0.to(h0.dtype),
-            None,
-        )
+        return scan_input_grads(grads, (x, dt, A, B, C, D, h0))
 
     torch.library.register_autograd(f"{ns}::ssd_scan_fwd", scan_backward, setup_context=scan_setup)
 
