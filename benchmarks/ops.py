@@ -60,17 +60,17 @@ def _layer_memory_job(job: dict) -> dict:
 
     from benchmarks._common import current_rss_mb, peak_rss_mb
     from benchmarks.train_speed import bmojo_config
-    from bmojo_neuron.modeling_bmojo import BMojoDecoderLayer, rotary_cos_sin
+    from bmojo_neuron.layers import Tokens
+    from bmojo_neuron.modeling_bmojo import BMojoDecoderLayer
 
     torch.manual_seed(0)
     config = bmojo_config("bmojo")
     layer = BMojoDecoderLayer(config, 0)
     T = job["seq"]
     hidden = torch.randn(1, T, config.hidden_size, requires_grad=True)
-    cos, sin = rotary_cos_sin(torch.arange(T), config.head_dim, config.rope_theta, hidden.dtype)
     baseline = current_rss_mb()
     start = time.perf_counter()
-    out, aux = layer(hidden, cos, sin, None)
+    out, aux = layer(hidden, Tokens.whole_sequence(config, T, hidden.dtype))
     (out.sum() + aux).backward()
     seconds = time.perf_counter() - start
     return {"peak_extra_mb": peak_rss_mb() - baseline, "seconds": seconds}

@@ -1,29 +1,11 @@
 """The inference state of a B'MOJO model: one fixed-size state per layer, built from ``config.layer_types``.
 
-What each layer keeps (``B`` batch, ``K`` key/value heads, ``D`` head dim; ``kv`` tensors stack keys and
-values on a dim of size 2, keys with their rotary embedding applied):
-
-==================  ============================================================================================
-``attention``       ``kv`` (B, L, 2, K, D) and ``key_pos`` (B, L) (-1 = padding); ``L`` grows with every call.
-``sliding_attention``  ``window`` (B, w, 2, K, D): ring buffer, slot ``p % w`` holds position ``p``.
-``ssm``             ``conv`` (B, conv_dim, conv_kernel - 1) last inputs of the convolution,
-                    ``ssm`` (B, H, P, N) float32 scan state.
-``bmojo_f``         ``conv``, ``ssm`` and ``window`` (B, 2w, 4, K, D): raw keys/values and SSM-output
-                    (fading) keys/values of the last ``2w`` positions.
-``bmojo``           ``bmojo_f`` plus ``s_last`` (B, hidden): the SSM output at the last position (the innovation
-                    predicts the next input from it); the eidetic memory visible to the current chunk,
-                    ``mem_kv`` (B, M, 2, K, D), ``mem_score``/``mem_prio`` (B, M) float32 (prio ``-inf`` = empty
-                    slot); the candidates of the completed chunks it does not see yet (``lag - 1`` of them),
-                    ``pend_kv`` (B, lag-1, k, 2, K, D), ``pend_score``/``pend_prio`` (B, lag-1, k); and the
-                    current chunk, ``chunk_kv`` (B, C, 2, K, D), ``chunk_score`` (B, C) the learned part of
-                    the score (``-inf`` = empty) and ``chunk_innov`` (B, C) the raw innovation (slot ``p % C``):
-                    the innovation is standardised within the chunk when the chunk completes.
-==================  ============================================================================================
-
+Each layer's mixer class says what its state holds (``empty_state`` in :mod:`bmojo_neuron.layers`: the
+module of each layer type documents the tensors and their shapes); every tensor is batch-first, so that
+reordering beams, selecting rows and moving devices are one rule for all of them (:class:`BMojoLayerState`).
 Shared by all layers: ``positions`` (B,) int64, the number of real (unpadded) tokens each row has seen, which
 is also the position of its next token. Every shape is fixed once allocated, except the key/value cache of
 ``attention`` layers, so an attention-free model's state costs the same after 10 or 10 million tokens.
-The arithmetic that reads and updates this state lives in :mod:`bmojo_neuron.decoding`.
 """
 
 from __future__ import annotations
@@ -34,8 +16,7 @@ import torch
 from transformers.cache_utils import Cache
 
 from .configuration_bmojo import BMojoConfig
-
-NEG_INF = float("-inf")
+from .layers import MIXERS
 
 
 class BMojoLayerState:
@@ -50,7 +31,8 @@ class BMojoLayerState:
     def __init__(self, layer_type: str, config: BMojoConfig):
         self.layer_type = layer_type
         self.config = config
-        self.is_sliding = layer_type != "attention"
+        self.mixer_class = MIXERS[layer_type]
+        self.is_sliding = not self.mixer_class.state_grows
         self.tensors: dict[str, torch.Tensor] = {}
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -66,7 +48,7 @@ class BMojoLayerState:
     def allocate(self, batch: int, dtype: torch.dtype, device: torch.device) -> None:
         """Create the empty state for ``batch`` rows."""
         self.dtype = dtype
-        self.tensors = empty_layer_state(self.layer_type, self.config, batch, dtype, device)
+        self.tensors = self.mixer_class.empty_state(self.config, batch, dtype, device)
 
     def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Replace every tensor ``t`` by ``fn(t)`` (batch reordering, device moves)."""
@@ -103,43 +85,6 @@ class BMojoLayerState:
         return -1
 
 
-def empty_layer_state(
-    layer_type: str, config: BMojoConfig, batch: int, dtype: torch.dtype, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """The tensors of a fresh layer state (shapes in the module docstring)."""
-    kv_shape = (2, config.num_key_value_heads, config.head_dim)
-    zeros = lambda *shape, dt=dtype: torch.zeros(*shape, dtype=dt, device=device)  # noqa: E731
-    neg = lambda *shape: torch.full(shape, NEG_INF, dtype=torch.float32, device=device)  # noqa: E731
-    state: dict[str, torch.Tensor] = {}
-    if layer_type == "attention":
-        state["kv"] = zeros(batch, 0, *kv_shape)
-        state["key_pos"] = zeros(batch, 0, dt=torch.long)
-        return state
-    if layer_type == "sliding_attention":
-        state["window"] = zeros(batch, config.sliding_window, *kv_shape)
-        return state
-    conv_dim = config.ssm_inner_size + 2 * config.ssm_num_groups * config.ssm_state_size
-    state["conv"] = zeros(batch, conv_dim, config.conv_kernel - 1)
-    state["ssm"] = zeros(batch, config.ssm_num_heads, config.ssm_head_dim, config.ssm_state_size, dt=torch.float32)
-    if layer_type == "ssm":
-        return state
-    state["window"] = zeros(batch, 2 * config.sliding_window, 4, *kv_shape[1:])
-    if layer_type == "bmojo_f":
-        return state
-    slots, topk, chunk, pending = config.eidetic_slots, config.eidetic_topk, config.chunk_size, config.eidetic_lag - 1
-    state["s_last"] = zeros(batch, config.hidden_size)
-    state["mem_kv"] = zeros(batch, slots, *kv_shape)
-    state["mem_score"] = neg(batch, slots)
-    state["mem_prio"] = neg(batch, slots)
-    state["pend_kv"] = zeros(batch, pending, topk, *kv_shape)
-    state["pend_score"] = neg(batch, pending, topk)
-    state["pend_prio"] = neg(batch, pending, topk)
-    state["chunk_kv"] = zeros(batch, chunk, *kv_shape)
-    state["chunk_score"] = neg(batch, chunk)
-    state["chunk_innov"] = zeros(batch, chunk, dt=torch.float32)
-    return state
-
-
 class BMojoCache(Cache):
     """Constant-size inference state of a :class:`~bmojo_neuron.BMojoForCausalLM` (growing only for
     ``attention`` layers). Tensors are allocated on the first forward that uses the cache.
@@ -156,7 +101,7 @@ class BMojoCache(Cache):
         self.steps = 0  # columns processed so far, padding included (what `generate` calls the cache length)
         # Every row's position when the host knows it without reading a tensor: 0 after `allocate`/`reset`,
         # advanced by calls without an attention_mask, None (unknown) after any masked call or `load_tensors`.
-        # Decoding uses it to skip work that a known position makes unnecessary (bmojo_neuron.decoding).
+        # Decoding uses it to skip work that a known position makes unnecessary (bmojo_neuron.fast_decode).
         self.host_position: int | None = None
 
     @property
@@ -241,4 +186,4 @@ class BMojoCache(Cache):
         self.host_position = None
 
 
-__all__ = ["BMojoCache", "BMojoLayerState", "empty_layer_state"]
+__all__ = ["BMojoCache", "BMojoLayerState"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .attention.blocked import bmojo_attention_blocked
+from .attention.incremental import KeyBlock, cached_attention_torch
 from .attention.reference import bmojo_attention_reference
 from .dispatch import KernelUnavailableError, available, kernel_mode, register, resolve, use_kernels
 from .eidetic.custom import eidetic_select_custom, gather_rows_custom
@@ -28,6 +29,9 @@ register("bmojo_attention", "torch")(bmojo_attention_blocked)
 # through the kernels.
 register("bmojo_attention", "sim")(bmojo_attention_blocked)
 register("bmojo_attention", "nki")(bmojo_attention_blocked)
+# The incremental form (queries after a state) is small per step and has one implementation in every mode.
+for _mode in ("reference", "torch", "sim", "nki"):
+    register("cached_attention", _mode)(cached_attention_torch)
 
 
 def ssd_scan(x, dt, A, B, C, D=None, initial_state=None, chunk_size: int = 64):
@@ -65,8 +69,16 @@ def bmojo_attention(
     )
 
 
+def cached_attention(q: torch.Tensor, blocks: list[KeyBlock], positions: torch.Tensor) -> torch.Tensor:
+    """New queries (B, T, heads, D) at ``positions`` (B, T) against blocks of keys; see
+    :func:`.attention.incremental.cached_attention_torch`."""
+    return resolve("cached_attention", q)(q, blocks, positions)
+
+
 __all__ = [
     "KernelUnavailableError",
+    "KeyBlock",
+    "cached_attention",
     "available",
     "bmojo_attention",
     "eidetic_select",

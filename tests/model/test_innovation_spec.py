@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bmojo_neuron import BMojoForCausalLM
-from bmojo_neuron.modeling_bmojo import INNOVATION_STD_FLOOR, standardise_chunks
+from bmojo_neuron.layers.eidetic import INNOVATION_STD_FLOOR, standardise_chunks
 from tests.conftest import tiny_config
 
 SEQ = 29  # a partial last chunk of 8

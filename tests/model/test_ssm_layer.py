@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bmojo_neuron.modeling_bmojo import BMojoSSM
+from bmojo_neuron.layers.ssm import BMojoSSM
 from tests.conftest import tiny_config
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bmojo_neuron import BMojoConfig, BMojoForCausalLM
+from bmojo_neuron.layers import Tokens
 from bmojo_neuron.ops import use_kernels
 from tests.conftest import tiny_config
 
@@ -72,8 +73,7 @@ def test_current_ssm_output_reaches_the_query(gate):
         return output
 
     mixer.ssm.register_forward_hook(keep)
-    cos, sin = _rotary(model, SEQ)
-    out, _ = mixer(hidden, cos, sin, None)
+    out, _ = mixer(hidden, Tokens.whole_sequence(model.config, SEQ, torch.float64))
     i = 20
     out[0, i].sum().backward()
     grad = captured["s"].grad[0].abs().sum(-1)  # (seq,)
@@ -81,12 +81,6 @@ def test_current_ssm_output_reaches_the_query(gate):
     w = model.config.sliding_window
     assert torch.all(grad[i - w + 1 : i] == 0)  # positions in the raw window reach the query only as raw keys
     assert torch.all(grad[i + 1 :] == 0)  # causal
-
-
-def _rotary(model, seq):
-    from bmojo_neuron.modeling_bmojo import rotary_cos_sin
-
-    return rotary_cos_sin(torch.arange(seq), model.config.head_dim, model.config.rope_theta, torch.float64)
 
 
 @pytest.mark.parametrize("value", ["scalar", "", None, 1])

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bmojo_neuron import BMojoForCausalLM
-from bmojo_neuron.modeling_bmojo import BMojoDecoderLayer, rotary_cos_sin
+from bmojo_neuron.layers import Tokens
+from bmojo_neuron.modeling_bmojo import BMojoDecoderLayer
 from bmojo_neuron.ops import use_kernels
 
 from ..conftest import tiny_config
@@ -20,21 +21,20 @@ SEQ = 40
 
 def layer_inputs(config):
     hidden = torch.randn(2, SEQ, config.hidden_size, requires_grad=True)
-    cos, sin = rotary_cos_sin(torch.arange(SEQ), config.head_dim, config.rope_theta, hidden.dtype)
     mask = torch.ones(2, SEQ, dtype=torch.bool)
     mask[1, 30:] = False
-    return hidden, cos, sin, mask
+    return hidden, Tokens.whole_sequence(config, SEQ, hidden.dtype, mask)
 
 
 def check_layer(backend: str) -> None:
     torch._dynamo.reset()
     config = tiny_config(["bmojo"])
     layer = BMojoDecoderLayer(config, 0)
-    hidden, cos, sin, mask = layer_inputs(config)
+    hidden, tokens = layer_inputs(config)
     with use_kernels("torch"):
-        out, aux = torch.compile(layer, fullgraph=True, backend=backend)(hidden, cos, sin, mask)
+        out, aux = torch.compile(layer, fullgraph=True, backend=backend)(hidden, tokens)
         (grad,) = torch.autograd.grad(out.sum() + aux, hidden)
-        out_eager, aux_eager = layer(hidden, cos, sin, mask)
+        out_eager, aux_eager = layer(hidden, tokens)
         (grad_eager,) = torch.autograd.grad(out_eager.sum() + aux_eager, hidden)
     assert_close(out, out_eager, 1e-4, "compiled layer output")
     assert_close(grad, grad_eager, 1e-4, "compiled layer input gradient")
