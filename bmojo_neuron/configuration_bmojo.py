@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
+from transformers import GenerationConfig, PreTrainedConfig
 
 from .remote_code import AUTO_MAP, write_auto_module
 
@@ -199,8 +199,6 @@ class BMojoConfig(PreTrainedConfig):
         as ``eidetic_slot=64`` would otherwise become an attribute nobody reads)."""
         if not kwargs:
             return
-        from transformers import GenerationConfig
-
         known = set(PreTrainedConfig().to_dict()) | {f for f in cls.__dataclass_fields__} | _BASE_KWARGS
         unknown = sorted(set(kwargs) - known - set(GenerationConfig._get_default_generation_params()))
         if unknown:
