@@ -105,6 +105,11 @@ class BMojoCache(Cache):
         self.host_position: int | None = None
 
     @property
+    def constant_size(self) -> bool:
+        """True when no layer's state grows with the tokens seen (no ``attention`` layer)."""
+        return not any(layer.mixer_class.state_grows for layer in self.layers)
+
+    @property
     def is_allocated(self) -> bool:
         return self.positions is not None
 

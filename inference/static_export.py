@@ -44,7 +44,7 @@ class StaticBMojo(nn.Module):
 
     def __init__(self, model, batch_size: int = 1):
         super().__init__()
-        if "attention" in model.config.layer_types:
+        if not BMojoCache(model.config).constant_size:
             raise ValueError(
                 "models with 'attention' layers have a growing key/value cache and cannot be exported with static "
                 "shapes; use sliding_attention, ssm, bmojo_f or bmojo layers"

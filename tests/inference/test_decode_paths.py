@@ -1,4 +1,5 @@
-"""The fast paths of :mod:`bmojo_neuron.decoding` against the general ones and the full forward.
+"""The fast paths of cached decoding (:mod:`bmojo_neuron.fast_decode`, the host-known position) against the
+general ones and the full forward.
 
 The decode step takes one of two eidetic paths: with every row's position known on the host (no attention
 mask since the cache was empty) it writes into the chunk slot and merges only on chunk boundaries; with a
