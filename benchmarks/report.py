@@ -132,9 +132,7 @@ def build_section(results_dir: Path = RESULTS_DIR, page_dir: Path = PAGE.parent)
         "",
     ]
     body = [
-        line
-        for stem, title, figures in BENCHMARKS
-        for line in section_for(stem, title, figures, results_dir, page_dir)
+        line for stem, title, figures in BENCHMARKS for line in section_for(stem, title, figures, results_dir, page_dir)
     ]
     lines += body or ["No results yet: run `make bench-quick` or `make bench`.", ""]
     return "\n".join(lines).rstrip() + "\n"
