@@ -102,8 +102,8 @@ $(XLA_STAMP): pyproject.toml $(LOCK)
 xla-check: $(XLA_STAMP)
 	PJRT_DEVICE=CPU $(XLA_PYTHON) -m training.xla_check
 
-# Evaluation suite (issue 9): benchmarks one after another, then the figures and the README's results
-# section (benchmarks/report.py). bench: ~45 min on 2 CPU cores; bench-quick: ~5 min, a pipeline check.
+# Evaluation suite (issue 9): benchmarks one after another, then the figures and the results page
+# docs/results.md (benchmarks/report.py). bench: ~45 min on 2 CPU cores; bench-quick: ~5 min, a pipeline check.
 bench: $(STAMP)
 	$(PYTHON) -m benchmarks.suite
 
@@ -111,7 +111,7 @@ bench-quick: $(STAMP)
 	$(PYTHON) -m benchmarks.suite --quick
 
 # The MQAR grid of issue 6 on its own (not part of `bench`): the full grid takes hours on a CPU (it is meant
-# for an accelerator); bench-mqar-cpu runs the CPU-sized part (~75 min on 2 cores), then the README report.
+# for an accelerator); bench-mqar-cpu runs the CPU-sized part (~75 min on 2 cores), then the results page.
 bench-mqar: $(STAMP)
 	$(PYTHON) -m benchmarks.mqar
 

@@ -33,9 +33,9 @@ def _version(module: str) -> str:
 
 def environment_info() -> dict:
     """Versions, git commit and machine description to store next to every result."""
-    # Results and the README's results section are what the suite itself writes as it goes: changes there
+    # Results and the results page (docs/results.md) are what the suite itself writes as it goes: changes there
     # do not make the measured code differ from the commit.
-    dirty = _git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results", ":(exclude)README.md")
+    dirty = _git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results", ":(exclude)docs/results.md")
     return {
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_sha": _git("rev-parse", "HEAD"),

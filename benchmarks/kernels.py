@@ -46,7 +46,7 @@ from nki_kernels.interp import run_kernel
 from nki_kernels.interp.cost import DMA_ENGINES, DMA_FIXED_OVERLAP, DMA_FIXED_US
 from nki_kernels.interp.targets import TRN2
 
-AUDIT_COMMIT = "dada286"  # nki_kernels/ as audited in shared/nki/AUDIT-2026-12.md
+AUDIT_COMMIT = "dada286"  # nki_kernels/ as audited on 2026-12-01 (docs/nki.md, "The 2026-12 audit")
 SHAPE = dict(batch=8, heads=8, head_dim=64, state=128, chunk=128)
 LENGTHS = (2048, 8192)
 KERNEL_FILES = ("__init__", "_tiles", "_scan_common", "ssd_scan_fwd", "ssd_scan_bwd", "gather_rows", "eidetic_select")

@@ -13,7 +13,7 @@ timing. With several ``--seeds`` the table shows the median over seeds; the per-
 kept in ``<name>_runs.json``.
 
     python -m benchmarks.lm --quick          # ~1-2 minutes: tiny models, a few dozen steps
-    python -m benchmarks.lm                  # ~15 minutes on 2 cores: the README's figures
+    python -m benchmarks.lm                  # ~15 minutes on 2 cores: the figures of docs/results.md
 
 Writes ``benchmarks/results/lm[_quick].{json,md}``, ``lm[_quick]_runs.json`` and the plots
 (``benchmarks.plots``). The issue's targets are checked and listed in the Markdown and the JSON.

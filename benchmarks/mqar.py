@@ -14,7 +14,7 @@ pairs, window 16, hidden 64, random filler) in minutes. Results:
 ``benchmarks/results/mqar[_cpu|_quick].{json,md,png}`` with versions, git sha and machine.
 
 Cells are independent runs, so a grid can be split over processes or machines (``--layer-types``,
-``--fillers``) and joined with ``--merge a.json b.json --name NAME``. The README's longer CPU run was made so:
+``--fillers``) and joined with ``--merge a.json b.json --name NAME``. The longer CPU run of docs/results.md was made so:
 ``--grid cpu --steps 1500 --train-examples 96000 --fillers zeros --threads 1``, one process per group of
 layer types, merged into ``mqar_long_cpu``; the zeros-filler row again with ``--steps 2500 --train-examples
 160000``, merged into ``mqar_2500_cpu``.

@@ -1,12 +1,12 @@
-"""The evaluation suite (``make bench`` / ``make bench-quick``): every benchmark in turn, then figures and README.
+"""The evaluation suite (``make bench`` / ``make bench-quick``): every benchmark in turn, then figures and results page.
 
     python -m benchmarks.suite --quick   # ~5 minutes on 2 CPU cores: checks every piece end to end
-    python -m benchmarks.suite           # ~45 minutes on 2 CPU cores: the README's figures
+    python -m benchmarks.suite           # ~45 minutes on 2 CPU cores: the figures of docs/results.md
 
 Steps run one after another as separate processes (so the timing benchmarks never share the machine
 with another step), each with its own command line below; a failing step is recorded and the suite
 goes on. Then ``benchmarks.plots`` redraws the figures and ``benchmarks.report`` regenerates the
-README's results section from the JSON files. ``suite[_quick].{json,md}`` records each step's
+results page (docs/results.md) from the JSON files. ``suite[_quick].{json,md}`` records each step's
 command, exit status and wall time.
 
 What each mode runs:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="the ~5 minute version")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(STEPS)}")
-    parser.add_argument("--no-report", action="store_true", help="do not regenerate the README section")
+    parser.add_argument("--no-report", action="store_true", help="do not regenerate docs/results.md")
     args = parser.parse_args(argv)
     steps = list(STEPS) if not args.only else [s.strip() for s in args.only.split(",")]
     unknown = sorted(set(steps) - set(STEPS))

@@ -297,7 +297,7 @@ class BMojoConfig(PreTrainedConfig):
 
     @property
     def eidetic_lag(self) -> int:
-        """Chunks between a memory update and the first query chunk that sees it (DESIGN.md)."""
+        """Chunks between a memory update and the first query chunk that sees it (docs/layer.md)."""
         return 1 + math.ceil((self.sliding_window - 1) / self.chunk_size)
 
 

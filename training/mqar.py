@@ -154,7 +154,7 @@ def _queries(input_ids: torch.Tensor, labels: torch.Tensor, num_pairs: int):
 @torch.no_grad()
 def memory_hit_rate(model, input_ids: torch.Tensor, labels: torch.Tensor, num_pairs: int) -> float | None:
     """Fraction of queries whose pair's value token is in the last ``bmojo`` layer's visible memory when
-    the query key arrives (DESIGN.md: the memory's hit rate, reported next to accuracy).
+    the query key arrives (docs/layer.md, "Measuring the memory": reported next to accuracy).
 
     The value token is the one retrieval needs: its hidden state carries the key before it. Returns None
     for a model without ``bmojo`` layers. Queries that come before any memory is visible count as misses;

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the preset table is read by the command-line parser, which must not import torch
     from bmojo_neuron import BMojoConfig, BMojoForCausalLM
 
-# Shared by every preset unless overridden. Window = chunk (DESIGN.md: memory visible two chunks later).
+# Shared by every preset unless overridden. Window = chunk (docs/layer.md: memory visible two chunks later).
 # Three ssm layers, then a bmojo layer (gated SSM output), chosen by `python -m benchmarks.lm`
 # (results/lm_gated*.md, seeds 0/1/2): perplexity 3.944/3.899/3.923 against 3.966/3.944/3.980 for all-bmojo
 # and 3.943/3.964/3.948 for the ssm alone; "SB" 3.988 and the ssm/attention hybrid 4.033 (seed 0). Seeds move

@@ -53,7 +53,7 @@ class RunResult:
 
 
 def saved_run_hit_rate(config: RunConfig, examples: int = 256, seed: int = 777) -> tuple[float, float] | None:
-    """DESIGN.md's memory hit rate of the model saved in ``config.train.output_dir`` and its ceiling (the
+    """The memory hit rate (docs/layer.md) of the model saved in ``config.train.output_dir`` and its ceiling (the
     rate of a memory that never evicts), on fresh MQAR examples; None for a model without eidetic memory."""
     from transformers import AutoModelForCausalLM
 

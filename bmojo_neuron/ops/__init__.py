@@ -24,7 +24,7 @@ register("ssd_scan", "torch")(ssd_scan_torch)
 register("eidetic_select", "torch")(eidetic_select_custom)
 register("gather_rows", "torch")(gather_rows_custom)
 register("bmojo_attention", "torch")(bmojo_attention_blocked)
-# The attention has no NKI kernel yet (DESIGN.md allows "NKI / SDPA"): in `sim` and `nki` modes its torch
+# The attention has no NKI kernel yet (docs/ops.md: on Trainium an NKI kernel or SDPA): in `sim` and `nki` modes its torch
 # path runs, so that a whole model runs in every mode while the scan, the selection and the gather go
 # through the kernels.
 register("bmojo_attention", "sim")(bmojo_attention_blocked)

@@ -1,7 +1,7 @@
 """Instruction counting and the cost model behind the interpreter's time estimate.
 
 Per instruction the interpreter records, on the engine that runs it, one instruction, the elements it
-writes, and a cycle count from the formulas of NKI_REFERENCE.md §3 (from the NKI ISA docstrings, SDK ~2.24;
+writes, and a cycle count from the formulas in docs/nki.md, "Hardware limits" (from the NKI ISA docstrings, SDK ~2.24;
 ``N`` = elements per partition, ``MIN_II`` = 64):
 
 ===========================  =========  ========================================================

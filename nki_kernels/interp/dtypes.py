@@ -1,6 +1,6 @@
 """NKI dtypes as NumPy dtypes, and the casts the hardware performs.
 
-Rules (NKI_REFERENCE.md §2, §6 items 13-14): arithmetic reads every input as fp32, computes in fp32 and
+Rules (docs/nki.md, "Numerics"): arithmetic reads every input as fp32, computes in fp32 and
 rounds once to the destination dtype; bf16/fp16 rounding is round-to-nearest-even (``ml_dtypes``); fp32 to
 integer rounds to nearest even and saturates (not NumPy's truncation and wrap-around).
 """

@@ -1,6 +1,6 @@
 """``nki.isa`` for the interpreter: the instructions our kernels use, plus a few obvious neighbours.
 
-Signatures follow the current NKI API (``dst`` first, keyword names as in NKI_REFERENCE.md §2); an unknown
+Signatures follow the current NKI API (``dst`` first, keyword names as in the SDK's API stubs, docs/nki.md); an unknown
 keyword raises ``TypeError``. Each instruction validates buffers, shapes, limits and dtypes, computes in
 fp32, rounds once to ``dst.dtype`` and records its cost (see :mod:`.cost`).
 """
@@ -570,7 +570,7 @@ def dma_copy(
         if not ctx.target.indirect_dma_certain:
             raise NkiUnsupportedError(
                 f"{instr}: indirect (vector_offset) DMA on {ctx.target.name} is not confirmed by the NKI docs "
-                "(NKI_REFERENCE.md §2/§7); use a route without indirect DMA on this target"
+                "(docs/nki.md, 'Open questions'); use a route without indirect DMA on this target"
             )
     if isinstance(src, IndirectAccess):
         values, rows_ok = _gather(instr, src, oob_mode)

@@ -56,7 +56,7 @@ logical_or = Op("logical_or", binary=_cmp(lambda a, b: (a != 0) | (b != 0)))
 logical_xor = Op("logical_xor", binary=_cmp(lambda a, b: (a != 0) ^ (b != 0)))
 
 # Activation functions (ScalarE). The hardware evaluates piecewise polynomials with documented valid input
-# ranges (NKI_REFERENCE.md §2: log [2^-64, 2^64], sqrt [2^-116, 2^118], rsqrt [2^-87, 2^97], reciprocal
+# ranges (docs/nki.md: log [2^-64, 2^64], sqrt [2^-116, 2^118], rsqrt [2^-87, 2^97], reciprocal
 # +-[2^-42, 2^42]; exp valid everywhere); the interpreter evaluates them exactly in fp32.
 copy = Op("copy", unary=lambda x: x)
 exp = Op("exp", unary=_f32(np.exp))

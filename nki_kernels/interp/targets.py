@@ -1,4 +1,4 @@
-"""Hardware targets the interpreter can model (limits and peak figures from NKI_REFERENCE.md §3).
+"""Hardware targets the interpreter can model (limits and peak figures: docs/nki.md, "Hardware limits").
 
 Select one with the ``target=`` argument of :func:`nki_kernels.interp.run_kernel` / ``simulate``, or the
 environment: ``BMOJO_NKI_TARGET`` (``trn2`` | ``trn3``; ``trn1`` = legacy NeuronCore-v2 model), else the
@@ -37,7 +37,7 @@ class Target:
     tensor_tflops_fp32: float = 0.0
     dma_gbps: float = 0.0  # aggregate DMA bandwidth of the 16 DMA engines of one NeuronCore
     scalar_bias_allowed: bool = False  # activation(bias=<python float>) is trn2+
-    # Indirect (vector_offset) DMA on trn1 is UNCERTAIN in the new API (NKI_REFERENCE.md §2, §7):
+    # Indirect (vector_offset) DMA on trn1 is UNCERTAIN in the new API (docs/nki.md, "Open questions"):
     # kernels use a tensor-engine route there instead.
     indirect_dma_certain: bool = False
 
@@ -46,7 +46,7 @@ class Target:
         return self.psum_banks * self.psum_bank_bytes
 
 
-# TensorE peaks in NKI_REFERENCE.md §3 are per NeuronCore: a 128x128 PE array, 2 FLOPs per PE per cycle at the
+# TensorE peaks (docs/nki.md, "Hardware limits") are per NeuronCore: a 128x128 PE array, 2 FLOPs per PE per cycle at the
 # PE clock (128 * 128 * 2 * 2.8 GHz = 92 TFLOPS on trn1; at 2.4 GHz = 79 TFLOPS on trn2); fp32 runs at 1/4.
 TRN1 = Target(
     name="trn1",
@@ -84,7 +84,7 @@ TRN2 = Target(
     indirect_dma_certain=True,
 )
 
-# trn3 (NeuronCore-v4): NKI_REFERENCE.md §3. SBUF per partition is UNCERTAIN for SDK 2.32 (KLR figure);
+# trn3 (NeuronCore-v4): docs/nki.md, "Hardware limits". SBUF per partition is UNCERTAIN for SDK 2.32 (KLR figure);
 # the moving free size is kept at 512 (the trn3 fp32-dst limit is larger, the kernels do not use it).
 TRN3 = Target(
     name="trn3",

@@ -22,7 +22,7 @@ from nki_kernels._nki import nisa, nki, nl
 
 from ._tiles import MAX8_MAX, MAX8_MIN, PMAX, check_tile_limits, work_range
 
-INVALID = -1.0e38  # key of padding / empty memory slots; hardware top-k avoids -inf (NKI_REFERENCE.md §2)
+INVALID = -1.0e38  # key of padding / empty memory slots; hardware top-k avoids -inf (docs/nki.md)
 REMOVED = -3.0e38  # written over entries a top-k round has taken
 MAX8_WIDTH = MAX8_MIN  # max8 returns 8 values and needs at least 8 elements per partition
 

@@ -1,4 +1,4 @@
-"""README results section from results JSON (benchmarks/report.py) and the figures (benchmarks/plots.py)."""
+"""The results page (docs/results.md) from results JSON (benchmarks/report.py) and the figures (benchmarks/plots.py)."""
 
 from __future__ import annotations
 
@@ -53,21 +53,29 @@ def test_figures_are_linked_once_drawn_and_state_the_run_count(tmp_path):
     assert "lm_length.png)" in section and "train_speed_quick_length.png)" in section
 
 
-def test_readme_is_edited_only_between_the_markers(tmp_path, capsys):
+def test_figures_are_linked_relative_to_the_page(tmp_path):
     results = _results(tmp_path)
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\nintro\n{report.START}\nold results\n{report.END}\nfooter\n")
-    assert report.main(["--readme", str(readme), "--results", str(results)]) == 0
-    text = readme.read_text()
-    assert text.startswith("# Title\nintro\n" + report.START + "\n## Results")
+    plots.plot_all(results)
+    (tmp_path / "docs").mkdir()
+    section = report.build_section(results, tmp_path / "docs")
+    assert "](../lm_length.png)" in section  # the page is docs/results.md, the figures are not under docs/
+
+
+def test_page_is_edited_only_between_the_markers(tmp_path, capsys):
+    results = _results(tmp_path)
+    page = tmp_path / "results.md"
+    page.write_text(f"# Title\nintro\n{report.START}\nold results\n{report.END}\nfooter\n")
+    assert report.main(["--page", str(page), "--results", str(results)]) == 0
+    text = page.read_text()
+    assert text.startswith("# Title\nintro\n" + report.START + "\n## Measurements")
     assert text.endswith(report.END + "\nfooter\n") and "old results" not in text
 
     bare = tmp_path / "BARE.md"
     bare.write_text("# no markers\n")
-    assert report.main(["--readme", str(bare), "--results", str(results)]) == 0
+    assert report.main(["--page", str(bare), "--results", str(results)]) == 0
     assert bare.read_text() == "# no markers\n"
     captured = capsys.readouterr()
-    assert "## Results" in captured.out and "no <!-- results:start -->" in captured.err
+    assert "## Measurements" in captured.out and "no <!-- results:start -->" in captured.err
 
 
 def test_empty_results_say_so(tmp_path):

@@ -1,4 +1,4 @@
-"""The eidetic memory's innovation and auxiliary loss, from DESIGN.md's formulas.
+"""The eidetic memory's innovation and auxiliary loss, from docs/layer.md's formulas.
 
 ``innovation_j = mean((x_j - W_p s_{j-1})^2)`` (``predictor``) or ``mean((W_k x_j - W_k s_{j-1})^2)`` (``key``),
 ``s_{-1} = 0``; the auxiliary loss is the predictor's ``mean ||stopgrad(x_j) - W_p s_{j-1}||^2`` over real

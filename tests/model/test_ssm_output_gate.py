@@ -1,4 +1,4 @@
-"""The gated current SSM output of ``bmojo_f``/``bmojo`` mixers (DESIGN.md, revised 2026-12).
+"""The gated current SSM output of ``bmojo_f``/``bmojo`` mixers (docs/layer.md, added 2026-12).
 
 ``mixer(x)_i = o_proj(attention_i) + g * s_i``: with the attention's output projection at zero a B'MOJO layer
 is its SSM, so Mamba is a special case of the layer; ``ssm_output_gate="none"`` is the attention-only readout.

@@ -1,4 +1,4 @@
-"""What a query of ``bmojo_attention`` sees, stated from DESIGN.md and checked with float64 gradients.
+"""What a query of ``bmojo_attention`` sees, stated from docs/positions.md and checked with float64 gradients.
 
 For query ``i`` with window ``w`` and chunk ``C``: ``d out_i / d k_j != 0`` iff ``j`` is in the raw window
 ``[i - w + 1, i]``; ``d out_i / d fade_k_j != 0`` iff ``j`` is in the fading window ``[i - 2w + 1, i - w]``;

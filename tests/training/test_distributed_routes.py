@@ -24,7 +24,7 @@ def test_single_process_adds_no_strategy():
 
 
 def test_fsdp_on_cpu_is_refused_in_one_process_too():
-    # One process would train unsharded without a word (issue 19): the README promises a refusal on CPU.
+    # One process would train unsharded without a word (issue 19): docs/training.md promises a refusal on CPU.
     with pytest.raises(ConfigError, match="does not shard CPU processes"):
         training_arguments_fields(_config("--strategy", "fsdp"), "cpu")
 
