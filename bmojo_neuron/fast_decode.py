@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from . import ops
 from .layers import FadingAttention, SSMMixer
 from .layers.attention import ring_bias
-from .layers.common import Tokens, apply_rotary
+from .layers.common import Tokens, rotate, signed_sin
 from .layers.eidetic import slot_bias, squared_error
 from .layers.ssm import conv_step, slide_conv_history
 from .ops.attention.incremental import softmax_attention
@@ -41,6 +41,8 @@ class FusedStep:
     """What every layer of one fused decode step shares (beside the model's :class:`Tokens`)."""
 
     phase: int | None  # every row's position, when known on the host
+    cos: torch.Tensor  # (B, 1, head_dim) rotary cos at each row's position
+    sin_signed: torch.Tensor  # (B, 1, head_dim) the matching layers.common.signed_sin
     ring_bias: torch.Tensor | None = None  # (B, 2R): [raw, fading] logit bias of each ring slot
     scatter_index: torch.Tensor | None = None  # (B, 1, 4, K, D) ring index of the new entry (phase unknown)
 
@@ -48,7 +50,7 @@ class FusedStep:
 def prepare(model, tokens: Tokens, phase: int | None) -> FusedStep:
     """The per-step constants of the fused step for ``model``'s layers."""
     config = model.config
-    step = FusedStep(phase)
+    step = FusedStep(phase, tokens.cos, signed_sin(tokens.sin))
     if any(isinstance(layer.mixer, FadingAttention) for layer in model.layers):
         w = config.sliding_window
         size = 2 * w
@@ -229,9 +231,10 @@ def _ssm_step(ssm, w: dict, zxbcdt: torch.Tensor, tokens: Tokens, fused: FusedSt
     if real is not None:  # padding leaves the state as it is (dt = 0, x = 0)
         dt = dt * real[:, None]
         x = x * real[:, None]
-    per_head = lambda t: t.view(batch, groups, 1, n).expand(-1, -1, heads // groups, -1).reshape(batch, heads, n)  # noqa: E731
-    y, state["ssm"] = ops.ssd_step(x.view(batch, heads, -1), dt, w["A"], per_head(b), per_head(c), ssm.D, state["ssm"])
-    return ssm.norm(y.view(batch, ssm.inner), z)
+    b, c = b.view(batch, groups, n), c.view(batch, groups, n)
+    y, state["ssm"] = ops.ssd_step(x.view(batch, heads, -1), dt, w["A"], b, c, ssm.D, state["ssm"])
+    gated = y.view(batch, ssm.inner) * F.silu(z)  # the gated norm of layers.common.BMojoGatedRMSNorm, unfused
+    return F.rms_norm(gated, gated.shape[-1:], ssm.norm.weight, ssm.norm.eps)
 
 
 def _memory_bias(state) -> torch.Tensor:
@@ -247,9 +250,9 @@ def _memory_bias(state) -> torch.Tensor:
     return bias
 
 
-def _rotary(t: torch.Tensor, tokens: Tokens) -> torch.Tensor:
+def _rotary(t: torch.Tensor, fused: FusedStep) -> torch.Tensor:
     """Rotary embedding of t (B, n, D) at each row's position."""
-    return apply_rotary(t[:, None], tokens.cos, tokens.sin)[:, 0]
+    return rotate(t, fused.cos, fused.sin_signed)
 
 
 def _mixer_step(layer, w: dict, x: torch.Tensor, tokens: Tokens, state) -> torch.Tensor:
@@ -268,11 +271,11 @@ def _mixer_step(layer, w: dict, x: torch.Tensor, tokens: Tokens, state) -> torch
     qk = (heads + kv_heads) * dim
     kvd = kv_heads * dim
     ssm_width = ssm.inner + ssm.conv_dim + ssm.num_heads
-    qk_rot = _rotary(proj[:, :qk].view(batch, -1, dim), tokens)  # (B, heads + kv_heads, D); queries carry the scale
+    qk_rot = _rotary(proj[:, :qk].view(batch, -1, dim), fused)  # (B, heads + kv_heads, D); queries carry the scale
     v = proj[:, qk : qk + kvd]
     s = F.linear(_ssm_step(ssm, w, proj[:, qk + kvd : qk + kvd + ssm_width], tokens, fused, state), ssm.out_proj.weight)
     sproj = F.linear(s, w["s"])
-    fade_k = _rotary(sproj[:, :kvd].view(batch, -1, dim), tokens)
+    fade_k = _rotary(sproj[:, :kvd].view(batch, -1, dim), fused)
     entry = torch.stack(
         [qk_rot[:, heads:], v.view(batch, kv_heads, dim), fade_k, sproj[:, kvd : 2 * kvd].view(batch, kv_heads, dim)],
         dim=1,

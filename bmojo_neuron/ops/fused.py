@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
     """Upcast half precision to fp32 for reductions and exponentials; keep fp64 as it is."""
+    if t.dtype in (torch.float32, torch.float64):
+        return t  # no cast dispatched: the one-token decode step calls this dozens of times per token
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 

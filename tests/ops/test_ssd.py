@@ -117,6 +117,18 @@ def test_ssd_step_shapes_and_no_skip():
     assert_close(y, y_ref[:, 0], 1e-2)
 
 
+def test_ssd_step_groups_share_b_and_c():
+    """B and C given once per group (heads 0-1 read group 0, heads 2-3 group 1) = the same values per head."""
+    torch.manual_seed(1)
+    x, dt, D = torch.randn(2, 4, 3), torch.rand(2, 4), torch.randn(4)
+    A, state = -torch.rand(4), torch.randn(2, 4, 3, 5)
+    B, C = torch.randn(2, 2, 5), torch.randn(2, 2, 5)
+    y, h = ssd_step(x, dt, A, B, C, D, state)
+    y_ref, h_ref = ssd_step(x, dt, A, B.repeat_interleave(2, 1), C.repeat_interleave(2, 1), D, state)
+    assert_close(y, y_ref, 1e-6, "y")
+    assert_close(h, h_ref, 1e-6, "state")
+
+
 def test_opcheck_ssd_scan():
     inputs = scan_inputs(2, 9, 2, 4, 3)
     torch.library.opcheck(ssd_scan_op, (*inputs, 4))

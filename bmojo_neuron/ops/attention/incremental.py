@@ -87,10 +87,10 @@ def softmax_attention(
     batch, seq, heads, dim = q.shape
     kv_heads = parts[0][0].shape[3]
     groups = heads // kv_heads
-    qf = q.float() if scale == 1.0 else q.float() * (dim**-0.5 if scale is None else scale)
+    qf = _f32(q) if scale == 1.0 else _f32(q) * (dim**-0.5 if scale is None else scale)
     qg = qf.view(batch, seq, kv_heads, groups, dim).permute(0, 2, 3, 1, 4).reshape(batch, kv_heads, groups * seq, dim)
     logits = [
-        (qg @ kv[:, :, 0].float().permute(0, 2, 3, 1)).view(batch, kv_heads, groups, seq, -1) + bias[:, None, None]
+        (qg @ _f32(kv[:, :, 0]).permute(0, 2, 3, 1)).view(batch, kv_heads, groups, seq, -1) + bias[:, None, None]
         for kv, bias in parts
     ]
     logits = torch.cat(logits, -1) if len(logits) > 1 else logits[0]
@@ -99,13 +99,17 @@ def softmax_attention(
     at = 0
     for kv, _ in parts:
         size = kv.shape[1]
-        part = probs[..., at : at + size].reshape(batch, kv_heads, groups * seq, size) @ kv[:, :, 1].float().permute(
+        part = probs[..., at : at + size].reshape(batch, kv_heads, groups * seq, size) @ _f32(kv[:, :, 1]).permute(
             0, 2, 1, 3
         )
         out = part if out is None else out + part
         at += size
-    out = out.view(batch, kv_heads, groups, seq, dim).permute(0, 3, 1, 2, 4)
-    return out.reshape(batch, seq, heads, dim).to(q.dtype)
+    out = out.view(batch, kv_heads, groups, seq, dim).permute(0, 3, 1, 2, 4).reshape(batch, seq, heads, dim)
+    return out if out.dtype == q.dtype else out.to(q.dtype)
+
+
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float32 else t.float()
 
 
 __all__ = ["QUERY_BLOCK", "KeyBlock", "cached_attention_torch", "softmax_attention", "visibility_bias"]
