@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from inference_fixtures import comparable_state, full_logits, tiny_model
 
 from bmojo_neuron.cache import BMojoCache
+from bmojo_neuron.testing import LAYER_STACKS, tiny_model
+from tests.helpers.cache import SHORT_WINDOWS, comparable_state, full_logits
 
-KINDS = {
-    "attention": ["attention", "attention"],
-    "sliding_attention": ["sliding_attention", "sliding_attention"],
-    "ssm": ["ssm", "ssm"],
-    "bmojo_f": ["bmojo_f", "bmojo_f"],
-    "bmojo": ["bmojo", "bmojo"],
-    "hybrid": ["bmojo", "ssm", "bmojo_f", "sliding_attention", "attention"],
-}
 # bmojo variants: the other retention policy and innovation mode, and windows that change the memory's lag.
 VARIANTS = {
     "bmojo-fifo": (["bmojo", "bmojo"], {"eidetic_policy": "fifo"}),
@@ -26,14 +19,14 @@ VARIANTS = {
     "bmojo-nogate": (["bmojo", "bmojo"], {"ssm_output_gate": "none"}),
     "bmojo_f-nogate": (["bmojo_f", "bmojo_f"], {"ssm_output_gate": "none"}),
 }
-ALL = {**{k: (v, {}) for k, v in KINDS.items()}, **VARIANTS}
+ALL = {**{k: (v, {}) for k, v in LAYER_STACKS.items()}, **VARIANTS}
 ATOL = 1e-4
 TOTAL = 26  # crosses the window (4), the fading window (8) and several eidetic chunks (4)
 
 
 def model_for(kind: str):
     layer_types, overrides = ALL[kind]
-    return tiny_model(layer_types, **overrides)
+    return tiny_model(layer_types, **(SHORT_WINDOWS | overrides))
 
 
 def run_cached(model, ids, segments, attention_mask=None, cache=None):
@@ -98,7 +91,7 @@ def left_pad(seqs, pad_id=256):
     return ids, mask
 
 
-@pytest.mark.parametrize("kind", list(KINDS) + ["bmojo-fifo"])
+@pytest.mark.parametrize("kind", [*LAYER_STACKS, "bmojo-fifo"])
 @pytest.mark.parametrize("prefill_chunk", [None, 5])
 @torch.no_grad()
 def test_left_padded_batch_matches_each_sequence_alone(kind, prefill_chunk):
@@ -122,7 +115,7 @@ def test_left_padded_batch_matches_each_sequence_alone(kind, prefill_chunk):
 def test_cached_paths_agree_when_the_innovation_decides(mode, norm):
     """The learned score at zero and a predictor that predicts something: the selection is the innovation's
     (standardised within the chunk or raw), and prefill, chunked prefill and decoding must agree on it."""
-    model = tiny_model(["bmojo", "bmojo"], eidetic_innovation=mode, eidetic_innovation_norm=norm)
+    model = tiny_model(["bmojo", "bmojo"], eidetic_innovation=mode, eidetic_innovation_norm=norm, **SHORT_WINDOWS)
     for layer in model.model.layers:
         torch.nn.init.zeros_(layer.mixer.eidetic.score_proj.weight)
         torch.nn.init.zeros_(layer.mixer.eidetic.score_proj.bias)

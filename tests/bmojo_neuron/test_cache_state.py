@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from inference_fixtures import tiny_model
 
 from bmojo_neuron.cache import BMojoCache
+from bmojo_neuron.testing import tiny_model
+from tests.helpers.cache import SHORT_WINDOWS
 
 
 def feed(model, cache, n_tokens, chunk=512, seed=0):
@@ -23,7 +24,7 @@ def feed(model, cache, n_tokens, chunk=512, seed=0):
 )
 @torch.no_grad()
 def test_cache_bytes_do_not_grow_without_attention_layers(layer_types):
-    model = tiny_model(layer_types)
+    model = tiny_model(layer_types, **SHORT_WINDOWS)
     cache = BMojoCache(model.config)
     feed(model, cache, 64)
     after_64 = cache.nbytes
@@ -36,7 +37,7 @@ def test_cache_bytes_do_not_grow_without_attention_layers(layer_types):
 
 @torch.no_grad()
 def test_attention_layers_grow():
-    model = tiny_model(["bmojo", "attention"])
+    model = tiny_model(["bmojo", "attention"], **SHORT_WINDOWS)
     cache = BMojoCache(model.config)
     feed(model, cache, 64)
     small = cache.nbytes
@@ -46,7 +47,7 @@ def test_attention_layers_grow():
 
 @torch.no_grad()
 def test_decode_step_keeps_shapes_and_dtypes():
-    model = tiny_model(["bmojo", "ssm"])
+    model = tiny_model(["bmojo", "ssm"], **SHORT_WINDOWS)
     cache = BMojoCache(model.config)
     model(torch.randint(0, 256, (2, 7)), cache=cache, use_cache=True)
     before = [(t.shape, t.dtype) for t in cache.to_tensors()]
@@ -57,7 +58,7 @@ def test_decode_step_keeps_shapes_and_dtypes():
 
 @torch.no_grad()
 def test_reset_and_batch_operations():
-    model = tiny_model(["bmojo"])
+    model = tiny_model(["bmojo"], **SHORT_WINDOWS)
     cache = BMojoCache(model.config)
     ids = torch.randint(0, 256, (2, 9))
     first = model(ids, cache=cache, use_cache=True).logits
@@ -72,7 +73,7 @@ def test_reset_and_batch_operations():
 
 @torch.no_grad()
 def test_bad_inputs_raise_clear_errors():
-    model = tiny_model(["bmojo"])
+    model = tiny_model(["bmojo"], **SHORT_WINDOWS)
     cache = BMojoCache(model.config)
     model(torch.randint(0, 256, (2, 3)), cache=cache, use_cache=True)
     with pytest.raises(ValueError, match="rows"):

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from inference_fixtures import full_logits, tiny_model
 
 from bmojo_neuron.cache import BMojoCache
+from bmojo_neuron.testing import HYBRID, tiny_model
+from tests.helpers.cache import SHORT_WINDOWS, full_logits
 
 KINDS = {
     "bmojo": (["bmojo", "bmojo"], {}),
     "bmojo-fifo": (["bmojo", "bmojo"], {"eidetic_policy": "fifo"}),
     "bmojo-key": (["bmojo", "bmojo"], {"eidetic_innovation": "key"}),
-    "hybrid": (["bmojo", "ssm", "bmojo_f", "sliding_attention", "attention"], {}),
+    "hybrid": (HYBRID, {}),
 }
 TOTAL, PROMPT, ATOL = 30, 6, 1e-4
 
@@ -36,7 +37,7 @@ def decode(model, ids, with_mask: bool):
 @torch.no_grad()
 def test_known_and_unknown_positions_decode_alike(kind):
     layer_types, overrides = KINDS[kind]
-    model = tiny_model(layer_types, **overrides)
+    model = tiny_model(layer_types, **(SHORT_WINDOWS | overrides))
     ids = torch.randint(0, 256, (2, TOTAL), generator=torch.Generator().manual_seed(3))
     full = full_logits(model, ids)
     known, cache = decode(model, ids, with_mask=False)
@@ -49,7 +50,7 @@ def test_known_and_unknown_positions_decode_alike(kind):
 
 @torch.no_grad()
 def test_fused_weights_follow_parameter_changes():
-    model = tiny_model(["bmojo", "ssm"])
+    model = tiny_model(["bmojo", "ssm"], **SHORT_WINDOWS)
     ids = torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(4))
     decode(model, ids, with_mask=False)  # builds the fused weights
     layer = model.model.layers[0]
@@ -61,7 +62,7 @@ def test_fused_weights_follow_parameter_changes():
 
 
 def test_autograd_takes_the_general_path_with_the_same_result():
-    model = tiny_model(["bmojo", "ssm", "bmojo_f"])
+    model = tiny_model(["bmojo", "ssm", "bmojo_f"], **SHORT_WINDOWS)
     ids = torch.randint(0, 256, (1, 14), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         fast, _ = decode(model, ids, with_mask=False)
@@ -73,7 +74,7 @@ def test_autograd_takes_the_general_path_with_the_same_result():
 @torch.no_grad()
 def test_prompt_after_a_loaded_state_uses_the_general_path():
     """``load_tensors`` forgets the host position: the next prompt extends the state instead of refilling it."""
-    model = tiny_model(["bmojo"])
+    model = tiny_model(["bmojo"], **SHORT_WINDOWS)
     ids = torch.randint(0, 256, (1, 20), generator=torch.Generator().manual_seed(6))
     cache = BMojoCache(model.config)
     model(ids[:, :9], cache=cache, use_cache=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from inference_fixtures import tiny_model
 
 from bmojo_neuron import ops
 from bmojo_neuron.cache import BMojoCache
+from bmojo_neuron.testing import HYBRID, LAYER_STACKS, tiny_model
+from tests.helpers.cache import SHORT_WINDOWS
 
-HYBRID = ["bmojo", "ssm", "bmojo_f", "sliding_attention", "attention"]
 PAD, EOS = 256, 258
 
 
@@ -33,12 +33,9 @@ def generate(model, use_cache, seed=0, **kwargs):
         return model.generate(ids, attention_mask=mask, use_cache=use_cache, pad_token_id=PAD, **kwargs)
 
 
-LAYER_STACKS = [[t] * 2 for t in ("bmojo", "bmojo_f", "ssm", "sliding_attention", "attention")] + [HYBRID]
-
-
-@pytest.mark.parametrize("layer_types", LAYER_STACKS, ids=str)
+@pytest.mark.parametrize("layer_types", list(LAYER_STACKS.values()), ids=list(LAYER_STACKS))
 def test_greedy_with_cache_equals_without(layer_types):
-    model = tiny_model(layer_types)
+    model = tiny_model(layer_types, **SHORT_WINDOWS)
     kwargs = dict(max_new_tokens=14, do_sample=False, eos_token_id=None)
     with_cache = generate(model, True, **kwargs)
     without = generate(model, False, **kwargs)
@@ -47,7 +44,7 @@ def test_greedy_with_cache_equals_without(layer_types):
 
 
 def test_sampling_and_num_return_sequences():
-    model = tiny_model(HYBRID)
+    model = tiny_model(HYBRID, **SHORT_WINDOWS)
     kwargs = dict(
         max_new_tokens=10,
         do_sample=True,
@@ -67,7 +64,7 @@ def test_sampling_and_num_return_sequences():
 
 
 def test_stop_token_ends_rows():
-    model = tiny_model(HYBRID)
+    model = tiny_model(HYBRID, **SHORT_WINDOWS)
     greedy = generate(model, True, max_new_tokens=8, do_sample=False, eos_token_id=None)
     stop = int(greedy[0, 13 + 2])  # row 0's third new token becomes the stop token
     out = generate(model, True, max_new_tokens=8, do_sample=False, eos_token_id=stop)
@@ -78,19 +75,19 @@ def test_stop_token_ends_rows():
 
 
 def test_chunked_prefill_in_generate():
-    model = tiny_model(HYBRID)
+    model = tiny_model(HYBRID, **SHORT_WINDOWS)
     kwargs = dict(max_new_tokens=8, do_sample=False, eos_token_id=None)
     assert torch.equal(generate(model, True, prefill_chunk_size=4, **kwargs), generate(model, False, **kwargs))
 
 
 def test_beam_search_reorders_the_cache():
-    model = tiny_model(["bmojo", "attention"])
+    model = tiny_model(["bmojo", "attention"], **SHORT_WINDOWS)
     kwargs = dict(max_new_tokens=6, do_sample=False, num_beams=3, eos_token_id=None)
     assert torch.equal(generate(model, True, **kwargs), generate(model, False, **kwargs))
 
 
 def test_generate_returns_the_cache_and_continues_from_it():
-    model = tiny_model(HYBRID)
+    model = tiny_model(HYBRID, **SHORT_WINDOWS)
     ids, mask = prompts()
     first = model.generate(
         ids,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bmojo_neuron import BMojoForCausalLM
-from tests.conftest import tiny_config
+from bmojo_neuron.testing import tiny_config
 
 
 def _loss_and_grads(model, ids):

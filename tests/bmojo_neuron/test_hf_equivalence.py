@@ -8,7 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralFo
 
 from bmojo_neuron import BMojoForCausalLM
 from bmojo_neuron.convert import from_llama_state_dict
-from tests.conftest import tiny_config
+from bmojo_neuron.testing import tiny_config
 
 
 def _peer_config(cls, config, **extra):

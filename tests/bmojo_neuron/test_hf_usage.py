@@ -11,16 +11,16 @@ import warnings
 import pytest
 import torch
 import transformers
-from inference_fixtures import tiny_model
 
 from bmojo_neuron.cache import BMojoCache
+from bmojo_neuron.testing import HYBRID, tiny_model
+from tests.helpers.cache import SHORT_WINDOWS
 
-HYBRID = ["bmojo", "ssm", "bmojo_f", "sliding_attention", "attention"]
 PAD = 256
 
 
 def test_unknown_keyword_argument_raises_type_error():
-    model = tiny_model(HYBRID)
+    model = tiny_model(HYBRID, **SHORT_WINDOWS)
     ids = torch.randint(0, 256, (1, 5))
     with pytest.raises(TypeError, match="state"):
         model(ids, state=BMojoCache(model.config))  # e.g. a future rename of the cache argument
@@ -29,7 +29,7 @@ def test_unknown_keyword_argument_raises_type_error():
 
 
 def test_old_cache_name_still_works_with_a_deprecation_warning():
-    model = tiny_model(HYBRID)
+    model = tiny_model(HYBRID, **SHORT_WINDOWS)
     ids = torch.randint(0, 256, (1, 9))
     expected = model(ids[:, 5:], cache=_prefilled(model, ids[:, :5])).logits
     with pytest.warns(FutureWarning, match="past_key_values"):
@@ -45,7 +45,7 @@ def _prefilled(model, ids) -> BMojoCache:
 
 def test_decode_step_without_its_cache_is_refused():
     """A mask that covers past tokens with no cache to hold them used to decode from an empty state."""
-    model = tiny_model(HYBRID)
+    model = tiny_model(HYBRID, **SHORT_WINDOWS)
     ids = torch.randint(0, 256, (2, 7))
     with pytest.raises(RuntimeError, match=f"transformers {transformers.__version__}"):
         model(ids[:, -1:], attention_mask=torch.ones(2, 7, dtype=torch.long))
@@ -54,7 +54,7 @@ def test_decode_step_without_its_cache_is_refused():
 def test_generate_that_loses_its_cache_is_refused(monkeypatch):
     """Stand-in for a transformers release that passes the cache under a new name: the decode steps arrive
     without it, and generate must stop with an error instead of returning wrong tokens."""
-    model = tiny_model(HYBRID)
+    model = tiny_model(HYBRID, **SHORT_WINDOWS)
     original = type(model)._update_model_kwargs_for_generation
 
     def drop_cache(self, outputs, model_kwargs, *args, **kwargs):
@@ -69,7 +69,7 @@ def test_generate_that_loses_its_cache_is_refused(monkeypatch):
 
 
 def test_generate_emits_no_deprecation_warnings():
-    model = tiny_model(HYBRID)
+    model = tiny_model(HYBRID, **SHORT_WINDOWS)
     ids = torch.randint(0, 256, (2, 6))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

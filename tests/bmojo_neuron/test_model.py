@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from bmojo_neuron import BMojoForCausalLM
-from tests.conftest import tiny_config
+from bmojo_neuron.testing import tiny_config
 
 # Not a multiple of the window (8) or the chunk (8), and long enough to fill the eidetic memory.
 SEQ = 45

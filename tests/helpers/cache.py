@@ -1,52 +1,26 @@
-"""Tiny B'MOJO models for the inference tests (windows and chunks of a few tokens, so short prompts cross them)."""
+"""Helpers of the cache, decoding and inference tests: their model sizes, the full-forward specification, states
+compared without their unspecified entries."""
 
 from __future__ import annotations
 
 import torch
 
-from bmojo_neuron import BMojoConfig, BMojoForCausalLM, ops
+from bmojo_neuron import ops
+from bmojo_neuron.testing import BYTE_LEVEL_VOCAB
 
-WINDOW = 4
-CHUNK = 4
-
-
-def tiny_config(layer_types, **overrides) -> BMojoConfig:
-    fields = dict(
-        vocab_size=300,  # the byte-level tokenizer has 263 tokens
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=len(layer_types),
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        layer_types=list(layer_types),
-        sliding_window=WINDOW,
-        chunk_size=CHUNK,
-        eidetic_topk=2,
-        eidetic_slots=3,
-        ssm_state_size=8,
-        ssm_num_heads=2,
-        ssm_head_dim=8,
-        max_position_embeddings=256,
-        pad_token_id=256,
-        bos_token_id=257,
-        eos_token_id=258,
-    )
-    fields.update(overrides)
-    return BMojoConfig(**fields)
-
-
-def tiny_model(layer_types, seed: int = 0, **overrides) -> BMojoForCausalLM:
-    """A random tiny model. The eidetic score's learned part starts at zero; randomise it so that
-    selection depends on more than the innovation. The SSM output gate starts at 1; randomise it so that a
-    path that forgets to multiply by it differs."""
-    torch.manual_seed(seed)
-    model = BMojoForCausalLM(tiny_config(layer_types, **overrides)).eval()
-    for module in model.modules():
-        if hasattr(module, "score_proj"):
-            torch.nn.init.normal_(module.score_proj.weight, std=0.5)
-        if getattr(module, "ssm_gate", None) is not None:
-            torch.nn.init.normal_(module.ssm_gate, mean=1.0, std=0.5)
-    return model
+# The sizes the cache, decoding and inference tests are written against, passed to ``tiny_model``: windows and
+# chunks of 4 tokens so that short prompts cross them, a 3-slot eidetic memory that fills within a prompt, and
+# the byte-level tokenizer's vocabulary (the saved model is served and generated from with that tokenizer).
+SHORT_WINDOWS = dict(
+    **BYTE_LEVEL_VOCAB,
+    sliding_window=4,
+    chunk_size=4,
+    eidetic_slots=3,
+    intermediate_size=48,
+    ssm_head_dim=8,
+    max_position_embeddings=256,
+    initializer_range=0.02,
+)
 
 
 @torch.no_grad()

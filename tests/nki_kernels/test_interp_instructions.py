@@ -9,8 +9,7 @@ import pytest
 from nki_kernels import interp
 from nki_kernels.interp import isa as nisa
 from nki_kernels.interp import language as nl
-
-from ._helpers import sbuf_from, value
+from tests.helpers.kernels import sbuf_from, value
 
 rng = np.random.default_rng(0)
 BF16 = ml_dtypes.bfloat16

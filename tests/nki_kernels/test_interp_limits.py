@@ -17,8 +17,7 @@ from nki_kernels.interp.errors import (
     NkiUnsupportedError,
     NkiUsageError,
 )
-
-from ._helpers import sbuf_from
+from tests.helpers.kernels import sbuf_from
 
 X = np.ones((4, 4), np.float32)
 

@@ -6,7 +6,7 @@ import torch
 
 from bmojo_neuron import BMojoForCausalLM, ops
 from bmojo_neuron.ops import dispatch
-from tests.conftest import tiny_config
+from bmojo_neuron.testing import tiny_config
 
 
 def _logits_and_grads(model, ids, mode):

@@ -18,8 +18,7 @@ def test_ssd_scan_forward_official_simulator():
 
     from bmojo_neuron.ops.ssd.reference import ssd_scan_reference
     from nki_kernels.kernels.ssd_scan_fwd import ssd_scan_fwd_kernel
-
-    from .test_ssd_scan_kernels import make_inputs
+    from tests.helpers.kernels import make_inputs
 
     x, dt, A, B, C, D, h0 = (None if v is None else v.float() for v in make_inputs(1, 37, 2, 8, 4))
     args = [None if v is None else v.numpy() for v in (x, dt, A, B, C, D, h0)]

@@ -17,8 +17,7 @@ from nki_kernels.interp.torch_io import to_numpy
 from nki_kernels.kernels.ssd_scan_bwd import ssd_scan_bwd_kernel
 from nki_kernels.kernels.ssd_scan_fwd import ssd_scan_fwd_kernel
 from nki_kernels.torch_bridge import ssd_scan_sim
-
-from ._helpers import rel_err
+from tests.helpers.kernels import make_inputs, rel_err
 
 FP32_TOL, BF16_TOL = 2e-4, 3e-2
 
@@ -31,18 +30,6 @@ CASES = {
     "head_dim_above_chunk_and_state": (1, 20, 1, 16, 4, 8),
     "max_tiles": (1, 140, 1, 128, 128, 128),
 }
-
-
-def make_inputs(b, t, h, p, n, *, dtype=torch.float64, with_d=True, with_h0=True, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, t, h, p, generator=g, dtype=dtype)
-    dt = torch.nn.functional.softplus(torch.randn(b, t, h, generator=g, dtype=dtype) - 1.0)
-    A = -(torch.rand(h, generator=g, dtype=dtype) + 0.3)
-    B = torch.randn(b, t, h, n, generator=g, dtype=dtype) / n**0.5
-    C = torch.randn(b, t, h, n, generator=g, dtype=dtype)
-    D = torch.randn(h, generator=g, dtype=dtype) if with_d else None
-    h0 = torch.randn(b, h, p, n, generator=g, dtype=dtype) if with_h0 else None
-    return x, dt, A, B, C, D, h0
 
 
 def _np(t, dtype=torch.float32):

@@ -10,8 +10,7 @@ from bmojo_neuron.ops.ssd.reference import ssd_scan_reference
 from nki_kernels import interp
 from nki_kernels.launch import grid
 from nki_kernels.torchneuron_ops import build_ops, dispatcher_impls
-
-from .test_ssd_scan_kernels import make_inputs
+from tests.helpers.kernels import make_inputs
 
 
 def _interp_run(kernel, *args):

@@ -9,7 +9,7 @@ import torch
 
 from bmojo_neuron import BMojoForCausalLM, ops
 from bmojo_neuron.ops.eidetic.reference import eidetic_select_reference
-from tests.conftest import tiny_config
+from bmojo_neuron.testing import tiny_config
 
 
 def _candidates(scores, chunk, topk):

@@ -12,7 +12,7 @@ import torch
 
 from bmojo_neuron import BMojoForCausalLM
 from bmojo_neuron.modeling_bmojo import INNOVATION_STD_FLOOR, standardise_chunks
-from tests.conftest import tiny_config
+from bmojo_neuron.testing import tiny_config
 
 SEQ = 29  # a partial last chunk of 8
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from bmojo_neuron.modeling_bmojo import BMojoSSM
-from tests.conftest import tiny_config
+from bmojo_neuron.testing import tiny_config
 
 
 def step_by_step(ssm: BMojoSSM, hidden: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 
 from bmojo_neuron import BMojoConfig, BMojoForCausalLM
 from bmojo_neuron.ops import use_kernels
-from tests.conftest import tiny_config
+from bmojo_neuron.testing import tiny_config
 
 SEQ = 37  # crosses the window (8), the fading window (16) and the eidetic memory's first visible chunk (16)
 

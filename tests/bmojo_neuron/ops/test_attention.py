@@ -8,8 +8,7 @@ import torch
 
 from bmojo_neuron.ops.attention.blocked import bmojo_attention_blocked
 from bmojo_neuron.ops.attention.reference import bmojo_attention_reference
-
-from .helpers import assert_close, rtol_for
+from tests.helpers.ops import assert_close, rtol_for
 
 SEQS = (1, 7, 63, 64, 65, 257)
 NAMES = ("q", "k", "v", "fade_k", "fade_v", "mem_k", "mem_v", "mem_bias")

@@ -11,9 +11,8 @@ import torch
 from bmojo_neuron import BMojoForCausalLM
 from bmojo_neuron.modeling_bmojo import BMojoDecoderLayer, rotary_cos_sin
 from bmojo_neuron.ops import use_kernels
-
-from ..conftest import tiny_config
-from .helpers import assert_close
+from bmojo_neuron.testing import tiny_config
+from tests.helpers.ops import assert_close
 
 SEQ = 40
 

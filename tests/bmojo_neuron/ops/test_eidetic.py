@@ -13,8 +13,7 @@ from bmojo_neuron.ops.eidetic.custom import (
 )
 from bmojo_neuron.ops.eidetic.reference import eidetic_select_reference, gather_rows_reference
 from bmojo_neuron.ops.eidetic.torch_impl import gather_rows_backward_torch
-
-from .helpers import assert_close
+from tests.helpers.ops import assert_close
 
 
 def scores_with_padding(batch: int, seq: int) -> torch.Tensor:

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from bmojo_neuron.ops import fused
-
-from .helpers import BF16_RTOL, assert_close
+from tests.helpers.ops import BF16_RTOL, assert_close
 
 SHAPES = [(7,), (3, 5, 13), (2, 1, 9, 33)]
 EPS = 1e-6
