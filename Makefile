@@ -49,7 +49,10 @@ test-slow: $(STAMP)
 # package whose version differs from the lock, before the tests and again if they fail.
 LATEST_VENV   := .venv-latest
 LATEST_PYTHON := $(LATEST_VENV)/bin/python
-HF_TESTS      := tests/model tests/inference tests/training/test_train_cli.py tests/training/test_train_checkpoints.py
+# The model, layer, tokenizer, cache and generate tests (tests/bmojo_neuron without its ops/, which face torch only),
+# generation/export/serving, and the Trainer CLI and checkpoints.
+HF_TESTS      := $(wildcard tests/bmojo_neuron/test_*.py) tests/bmojo_neuron/layers tests/inference \
+                 tests/training/test_train_cli.py tests/training/test_train_checkpoints.py
 
 test-latest:
 	test -x $(LATEST_PYTHON) || $(PY) -m venv $(LATEST_VENV)

@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
-from inference_fixtures import comparable_state, full_logits, tiny_model
 
 from bmojo_neuron.cache import BMojoCache
+from bmojo_neuron.testing import tiny_model
 from inference import export as exporter
 from inference.loading import load_model_and_tokenizer
+from tests.helpers.cache import SHORT_WINDOWS, comparable_state, full_logits
 
 BUCKETS = [8, 16]
 
@@ -74,7 +75,7 @@ def test_decode_loop_matches_eager_generate(exported):
 
 def test_attention_layers_and_missing_neuron_sdk_are_clear_errors(tmp_path, saved_model_dir, capsys):
     with pytest.raises(ValueError, match="growing key/value cache"):
-        exporter.StaticBMojo(tiny_model(["bmojo", "attention"]))
+        exporter.StaticBMojo(tiny_model(["bmojo", "attention"], **SHORT_WINDOWS))
     try:
         import torch_neuronx  # noqa: F401
     except ImportError:

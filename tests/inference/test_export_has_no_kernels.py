@@ -9,11 +9,12 @@ TorchNeuron namespace ``bmojo_nki`` or anything named nki). A planted case route
 from __future__ import annotations
 
 import torch
-from inference_fixtures import tiny_model
 
 from bmojo_neuron.ops import dispatch
+from bmojo_neuron.testing import tiny_model
 from inference import export as exporter
 from nki_kernels.device import OP_NAMESPACE
+from tests.helpers.cache import SHORT_WINDOWS
 
 # ``bmojo`` holds the torch path's custom ops (torch implementations): allowed; kernels live in OP_NAMESPACE.
 ALLOWED_NAMESPACES = ("aten", "prims", "bmojo")
@@ -45,7 +46,7 @@ def _export(tmp_path, model):
 
 @torch.no_grad()
 def test_cpu_export_contains_no_kernel_call(tmp_path):
-    graphs = _export(tmp_path, tiny_model(["bmojo", "ssm", "sliding_attention"]))
+    graphs = _export(tmp_path, tiny_model(["bmojo", "ssm", "sliding_attention"], **SHORT_WINDOWS))
     assert len(graphs) == 2  # prefill_8 and decode
     for gm in graphs:
         assert kernel_calls(gm) == []
@@ -68,5 +69,5 @@ def test_a_kernel_op_in_the_export_is_caught(tmp_path, monkeypatch):
         return x.new_empty(x.shape), x.new_empty((x.shape[0], x.shape[2], x.shape[3], B.shape[3]))
 
     monkeypatch.setitem(dispatch._registry, "ssd_scan", {**dispatch._registry["ssd_scan"], "torch": probe})
-    graphs = _export(tmp_path, tiny_model(["ssm"]))
+    graphs = _export(tmp_path, tiny_model(["ssm"], **SHORT_WINDOWS))
     assert any(f"{OP_NAMESPACE}.export_probe_scan" in c for gm in graphs for c in kernel_calls(gm))

@@ -10,10 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from bmojo_neuron.testing import tiny_model
 from bmojo_neuron.tokenization import byte_level_tokenizer
 from inference import export as exporter
 from inference import generate as cli
 from inference.loading import ModelLoadError, load_model_and_tokenizer
+from tests.helpers.cache import SHORT_WINDOWS
 
 WEIGHTS = "model.safetensors"
 
@@ -56,9 +58,7 @@ def test_a_changed_layer_count_does_not_load(model_dir):
 
 
 def test_tied_output_embedding_is_not_missing(tmp_path):
-    from inference_fixtures import tiny_model
-
-    model = tiny_model(["bmojo", "ssm"], tie_word_embeddings=True)
+    model = tiny_model(["bmojo", "ssm"], tie_word_embeddings=True, **SHORT_WINDOWS)
     model.save_pretrained(tmp_path)
     assert "lm_head.weight" not in load_file(tmp_path / WEIGHTS)
     loaded, _ = load_model_and_tokenizer(tmp_path)

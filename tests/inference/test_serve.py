@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 import torch
-from serve_fixtures import MAX_CONTEXT, NAME, post_json, request, serving
 
 from inference.loading import load_model_and_tokenizer
+from tests.helpers.serve import MAX_CONTEXT, NAME, post_json, request, serving
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import time
 import urllib.request
 
 import pytest
-from serve_fixtures import MAX_CONTEXT, NAME, exchange, post_json, request, serving
 
 from inference.loading import load_model_and_tokenizer
 from inference.server.app import Settings
 from inference.server.schema import MAX_STOP_CHARS
+from tests.helpers.serve import MAX_CONTEXT, NAME, exchange, post_json, request, serving
 
 MAX_BODY = 16 * 1024
 ERROR_KEYS = {"message", "type", "param", "code"}

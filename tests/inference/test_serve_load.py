@@ -10,9 +10,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from serve_fixtures import NAME, serving
-
 from inference.loading import load_model_and_tokenizer
+from tests.helpers.serve import NAME, serving
 
 CLIENTS = 64
 QUEUE = 4

@@ -12,11 +12,11 @@ import functools
 import openai
 import pytest
 import torch
-from serve_fixtures import NAME, serving
 
 from bmojo_neuron.tokenization import ROLE_TOKENS
 from inference.engine import encode_chat
 from inference.loading import load_model_and_tokenizer
+from tests.helpers.serve import NAME, serving
 
 MAX_TOKENS = 24
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from bmojo_neuron import BMojoConfig, BMojoForCausalLM
-from tests.torchrun import run_two_processes
+from tests.helpers.torchrun import run_two_processes
 
 
 def test_tp2_matches_unsharded_model(tmp_path):

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-import lock_drift  # noqa: E402
+from tools import lock_drift
 
 LOCK = Path(__file__).resolve().parents[2] / "requirements.lock"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bmojo_neuron import BMojoForCausalLM
-from tests.conftest import tiny_config
+from bmojo_neuron.testing import tiny_config
 from training import memory
 
 

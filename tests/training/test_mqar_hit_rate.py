@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bmojo_neuron import BMojoForCausalLM
-from tests.conftest import tiny_config
+from bmojo_neuron.testing import tiny_config
 from training.mqar import IGNORE_INDEX, MQARSpec, generate, memory_hit_ceiling, memory_hit_rate
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.training import TINY_MODEL, TINY_MQAR
 from training import checkpoint
 from training.train import main
 
@@ -22,8 +23,6 @@ STEPS = ["--max-steps", "4", "--save-steps", "2", "--eval-steps", "1000", "--sav
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A finished 4-step tiny run (checkpoint-2 and checkpoint-4), copied by each test that changes it."""
-    from tests.training.conftest import TINY_MODEL, TINY_MQAR
-
     out = tmp_path_factory.mktemp("finished") / "run"
     assert main([*TINY_MQAR, *TINY_MODEL, *STEPS, "--output-dir", str(out)]) == 0
     return out

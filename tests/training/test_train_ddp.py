@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.torchrun import run_two_processes
-from tests.training.conftest import TINY_MODEL, TINY_MQAR
+from tests.helpers.torchrun import run_two_processes
+from tests.helpers.training import TINY_MODEL, TINY_MQAR
 
 
 def torchrun(out: Path, *flags: str, steps: int = 4) -> list[dict]:

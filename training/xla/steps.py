@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from bmojo_neuron import LAYER_TYPES, BMojoConfig, BMojoForCausalLM
+from bmojo_neuron import LAYER_TYPES, BMojoForCausalLM
+from bmojo_neuron.testing import tiny_model
 from inference.export import StaticBMojo
 
 # Every layer type once. Window and chunk are short against the sequence so that the sliding windows, the
@@ -29,30 +30,13 @@ LEFT_PAD = 3  # row 1 is left-padded (static pattern): the padding paths of ever
 PROMPT = 16  # decode: the prompt fills one prefill bucket exactly
 
 
-def tiny_config(layer_types: list[str]) -> BMojoConfig:
-    return BMojoConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=len(layer_types),
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        layer_types=layer_types,
-        sliding_window=8,
-        chunk_size=8,
-        eidetic_topk=2,
-        eidetic_slots=4,
-        ssm_num_heads=2,
-        ssm_head_dim=16,
-        ssm_state_size=8,
-        conv_kernel=4,
-        tie_word_embeddings=True,
-    )
+# The tiny test model (bmojo_neuron.testing) with the vocabulary, memory size and tied embeddings this gate was
+# written with; the default initialisation (no randomised gate or eidetic score) is what training starts from.
+GATE_SIZES = dict(vocab_size=128, eidetic_slots=4, tie_word_embeddings=True, initializer_range=0.02)
 
 
 def build_model(layer_types: list[str], seed: int = 0) -> BMojoForCausalLM:
-    torch.manual_seed(seed)
-    return BMojoForCausalLM(tiny_config(layer_types)).float()
+    return tiny_model(layer_types, seed=seed, randomize_neutral_init=False, **GATE_SIZES).float().train()
 
 
 def to_device(model: BMojoForCausalLM, device) -> BMojoForCausalLM:

@@ -32,6 +32,7 @@ import transformers
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from bmojo_neuron.testing import TINY_RUN_FIELDS
 from training import checkpoint
 from training.callbacks import METRICS_FILE
 
@@ -46,10 +47,7 @@ ARGS = [
     *"--mqar-eval-examples 16 --batch-size 4 --logging-steps 1 --no-tqdm --no-plot --precision fp32".split(),
     *f"--warmup-steps 2 --device xla --max-grad-norm {MAX_GRAD_NORM} --save-steps 1000 --grad-accum 2".split(),
     *("--layer-pattern", "WSFB"),
-    *("--set", "model.overrides.hidden_size=32", "--set", "model.overrides.intermediate_size=64"),
-    *("--set", "model.overrides.num_attention_heads=2", "--set", "model.overrides.ssm_num_heads=2"),
-    *("--set", "model.overrides.ssm_head_dim=16", "--set", "model.overrides.sliding_window=8"),
-    *("--set", "model.overrides.chunk_size=8", "--set", "model.overrides.eidetic_slots=8"),
+    *(arg for field, value in TINY_RUN_FIELDS.items() for arg in ("--set", f"model.overrides.{field}={value}")),
 ]
 
 
