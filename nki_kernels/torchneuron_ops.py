@@ -4,7 +4,8 @@
 and ``eidetic_select`` with a given op decorator and kernel launcher:
 
 * on a Neuron device (SDK >= 2.33, TorchNeuron) the decorator is ``torch_neuronx.nki_op`` and the launcher
-  calls the ``@nki.jit`` kernel with its LNC grid (:func:`nki_kernels.device.register_torchneuron_ops`);
+  calls the ``@nki.jit`` kernel with its LNC grid (the model's device bridge, ``bmojo_neuron.ops.nki.device``,
+  builds them so; this package imports nothing from the model);
 * on the CPU (tests) the decorator is ``torch.library.custom_op`` - the machinery ``nki_op`` registers
   through - and the launcher runs the same kernel source in the interpreter.
 
@@ -197,19 +198,3 @@ def build_ops(namespace: str, op_decorator, run):
         "scatter_add_rows": scatter_add_rows,
         "eidetic_select": eidetic_select,
     }
-
-
-def dispatcher_impls(ops) -> dict:
-    """The dispatcher's op signatures (``bmojo_neuron.ops``) on top of the custom ops."""
-
-    def ssd_scan(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
-        return ops["ssd_scan_fwd"](x, dt, A, B, C, D, initial_state, int(chunk_size))
-
-    def eidetic_select(scores, chunk_size, topk, slots, policy, lag):
-        idx, valid = ops["eidetic_select"](scores, int(chunk_size), int(topk), int(slots), str(policy), int(lag))
-        return idx.to(torch.int64), valid.to(torch.bool)
-
-    def gather_rows(src, idx):
-        return ops["gather_rows"](src, idx).to(src.dtype)
-
-    return {"ssd_scan": ssd_scan, "eidetic_select": eidetic_select, "gather_rows": gather_rows}

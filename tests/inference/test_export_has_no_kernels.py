@@ -12,8 +12,8 @@ import torch
 from inference_fixtures import tiny_model
 
 from bmojo_neuron.ops import dispatch
+from bmojo_neuron.ops.nki.device import OP_NAMESPACE
 from inference import export as exporter
-from nki_kernels.device import OP_NAMESPACE
 
 # ``bmojo`` holds the torch path's custom ops (torch implementations): allowed; kernels live in OP_NAMESPACE.
 ALLOWED_NAMESPACES = ("aten", "prims", "bmojo")
