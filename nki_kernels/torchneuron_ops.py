@@ -73,7 +73,15 @@ def build_ops(namespace: str, op_decorator, run):
     (``torch.library.custom_op`` or ``torch_neuronx.nki_op``); ``run(kernel, *args)`` launches a kernel and
     returns its outputs as tensors.
     """
-    ns = namespace
+    return {
+        **_build_scan_ops(namespace, op_decorator, run),
+        **_build_gather_ops(namespace, op_decorator, run),
+        **_build_select_op(namespace, op_decorator, run),
+    }
+
+
+def _build_scan_ops(ns: str, op_decorator, run) -> dict:
+    """``ssd_scan_fwd`` (differentiable) and ``ssd_scan_bwd``."""
 
     @op_decorator(f"{ns}::ssd_scan_fwd", mutates_args=())
     def ssd_scan_fwd(
@@ -147,6 +155,11 @@ def build_ops(namespace: str, op_decorator, run):
         return scan_input_grads(grads, (x, dt, A, B, C, D, h0))
 
     torch.library.register_autograd(f"{ns}::ssd_scan_fwd", scan_backward, setup_context=scan_setup)
+    return {"ssd_scan_fwd": ssd_scan_fwd, "ssd_scan_bwd": ssd_scan_bwd}
+
+
+def _build_gather_ops(ns: str, op_decorator, run) -> dict:
+    """``gather_rows`` (differentiable) and its backward ``scatter_add_rows``."""
 
     @op_decorator(f"{ns}::gather_rows", mutates_args=())
     def gather_rows(src: Tensor, idx: Tensor) -> Tensor:
@@ -177,6 +190,11 @@ def build_ops(namespace: str, op_decorator, run):
         return scatter_add_rows(grad_out, idx, ctx.seq).to(ctx.dtype), None
 
     torch.library.register_autograd(f"{ns}::gather_rows", gather_backward, setup_context=gather_setup)
+    return {"gather_rows": gather_rows, "scatter_add_rows": scatter_add_rows}
+
+
+def _build_select_op(ns: str, op_decorator, run) -> dict:
+    """``eidetic_select`` (not differentiable)."""
 
     @op_decorator(f"{ns}::eidetic_select", mutates_args=())
     def eidetic_select(
@@ -191,10 +209,4 @@ def build_ops(namespace: str, op_decorator, run):
         shape = (scores.shape[0], _cdiv(scores.shape[1], chunk_size), slots)
         return scores.new_empty(shape, dtype=torch.int32), scores.new_empty(shape, dtype=torch.uint8)
 
-    return {
-        "ssd_scan_fwd": ssd_scan_fwd,
-        "ssd_scan_bwd": ssd_scan_bwd,
-        "gather_rows": gather_rows,
-        "scatter_add_rows": scatter_add_rows,
-        "eidetic_select": eidetic_select,
-    }
+    return {"eidetic_select": eidetic_select}
