@@ -115,3 +115,35 @@ def test_nki_mode_runs_the_torchneuron_ops_of_the_detected_stack(monkeypatch):
     if device.detect_stack() is None:  # no SDK here: asking for a stack that is not installed is a clear error
         with pytest.raises(RuntimeError, match="no Neuron device stack"):
             device.implementations()
+
+
+def test_provider_that_cannot_run_here_is_a_clear_error(monkeypatch):
+    """A provider imports but says why it cannot run (the nki one without a device stack): KernelUnavailableError."""
+    import sys
+    import types
+
+    def implementations():
+        raise RuntimeError("no Neuron device stack imports here")
+
+    monkeypatch.setitem(sys.modules, "bmojo_test_provider", types.SimpleNamespace(implementations=implementations))
+    monkeypatch.setitem(dispatch._PROVIDERS, "sim", "bmojo_test_provider")
+    monkeypatch.setitem(dispatch._registry, "only_reference_op", {"reference": lambda: None})
+    with ops.use_kernels("sim"), pytest.raises(ops.KernelUnavailableError, match="cannot run here: no Neuron device"):
+        ops.resolve("only_reference_op", torch.zeros(1))
+
+
+def test_providers_register_their_implementations_under_their_mode(monkeypatch):
+    import sys
+    import types
+
+    def probe_sim(t):
+        return t
+
+    monkeypatch.setitem(
+        sys.modules, "bmojo_test_provider", types.SimpleNamespace(implementations=lambda: {"probe_op": probe_sim})
+    )
+    monkeypatch.setitem(dispatch._PROVIDERS, "sim", "bmojo_test_provider")
+    monkeypatch.setitem(dispatch._registry, "probe_op", {"reference": lambda t: t})
+    with ops.use_kernels("sim"):
+        assert ops.resolve("probe_op", torch.zeros(1)) is probe_sim
+    assert dispatch._registry["probe_op"]["sim"] is probe_sim

@@ -72,3 +72,15 @@ def test_opcheck_eidetic_ops():
     src, idx = torch.randn(2, 9, 4, requires_grad=True), torch.randint(0, 9, (2, 7))
     torch.library.opcheck(gather_rows_op, (src, idx))
     torch.library.opcheck(gather_rows_backward_op, (torch.randn(2, 7, 4), idx, 9))
+
+
+def test_fifo_priority_orders_chunks_then_scores_and_keeps_empty_entries_last():
+    from bmojo_neuron.ops.eidetic import fifo_priority
+
+    score = torch.tensor([[5.0, -5.0, float("-inf")], [-30.0, 0.0, float("-inf")]])
+    chunk = torch.tensor([[0], [1]])
+    prio = fifo_priority(score, chunk)
+    assert prio[1, 0] > prio[0, 0]  # any token of a later chunk outranks every token of an earlier one
+    assert prio[0, 0] > prio[0, 1] and prio[1, 1] > prio[1, 0]  # inside a chunk, the higher score first
+    assert torch.isneginf(prio[:, 2]).all()  # never-selectable entries stay below every real priority
+    assert torch.equal(fifo_priority(score[0], 3), fifo_priority(score[:1], torch.tensor([[3]]))[0])  # int chunk
