@@ -11,7 +11,7 @@
 # Default base: public.ecr.aws/neuron/pytorch-inference-neuronx:2.8.0-neuronx-py311-sdk2.26.1-ubuntu22.04
 # (transformers 5 needs torch >= 2.6: Neuron SDK 2.24 or newer). The base images carry the Neuron runtime,
 # torch-neuronx and the compiler; this file adds the bmojo-neuron package and its entry points
-# (bmojo-train, bmojo-serve, bmojo-generate).
+# (bmojo-train, bmojo-serve, bmojo-generate, bmojo-export, bmojo-demo, bmojo-nki-lint).
 #
 # Neuron device stacks (nki_kernels/sdk.py; the SDK's Python packages come from the Neuron package index,
 # https://pip.repos.neuron.amazonaws.com - on the public PyPI the same names are placeholders):
@@ -51,6 +51,7 @@ RUN { python -m pip freeze | grep -iE '^(torch|torch-neuronx|torch-xla|libneuron
     && rm /tmp/neuron-pins.txt \
     && bmojo-serve --help > /dev/null \
     && bmojo-generate --help > /dev/null \
+    && bmojo-export --help > /dev/null \
     && python -c "import bmojo_neuron, inference, training"
 
 EXPOSE 8000

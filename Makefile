@@ -103,7 +103,7 @@ $(XLA_STAMP): pyproject.toml $(LOCK)
 	touch $(XLA_STAMP)
 
 xla-check: $(XLA_STAMP)
-	PJRT_DEVICE=CPU $(XLA_PYTHON) -m training.xla_check
+	PJRT_DEVICE=CPU $(XLA_PYTHON) -m tools.xla_check
 
 # Evaluation suite (issue 9): benchmarks one after another, then the figures and the results page
 # docs/results.md (benchmarks/report.py). bench: ~45 min on 2 CPU cores; bench-quick: ~5 min, a pipeline check.

@@ -232,7 +232,7 @@ def write(name: str, rows: list[dict], meta: dict) -> None:
     print(md_path.read_text().split("\n\n")[-1])
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", choices=GRIDS, default="full",
                         help="full: the issue's grid (hours); cpu: sequence 128 at hidden 128, both fillers (~45 min); "
@@ -254,28 +254,40 @@ def main(argv: list[str] | None = None) -> int:
                         help="a model config field for every cell (repeatable), e.g. ssm_output_gate=none")  # fmt: skip
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                         help="do not train: merge the cells of these results files of one grid into --name")  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.merge:
-        if not args.name:
-            parser.error("--merge needs --name")
-        missing = [str(p) for p in args.merge if not p.is_file()]
-        if missing:
-            parser.error(f"--merge: no such file: {', '.join(missing)}")
-        try:
-            rows, meta = merge(args.merge)
-        except (ValueError, KeyError, json.JSONDecodeError) as e:
-            parser.error(f"--merge: {e}")
-        write(args.name, rows, meta)
-        return 0
-    args.model_overrides = {}
-    for item in args.model_set:
+    return parser
+
+
+def _merge_files(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--merge``: no training, the cells of several results files of one grid written as ``--name``."""
+    if not args.name:
+        parser.error("--merge needs --name")
+    missing = [str(p) for p in args.merge if not p.is_file()]
+    if missing:
+        parser.error(f"--merge: no such file: {', '.join(missing)}")
+    try:
+        rows, meta = merge(args.merge)
+    except (ValueError, KeyError, json.JSONDecodeError) as e:
+        parser.error(f"--merge: {e}")
+    write(args.name, rows, meta)
+    return 0
+
+
+def _model_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict:
+    """``--set FIELD=VALUE`` items as a dict; a value is JSON if it parses, else a bare string."""
+    overrides = {}
+    for item in items:
         field, sep, value = item.partition("=")
         if not sep or not field:
             parser.error(f"--set: expected FIELD=VALUE, got {item!r}")
         try:
-            args.model_overrides[field] = json.loads(value)
+            overrides[field] = json.loads(value)
         except json.JSONDecodeError:
-            args.model_overrides[field] = value  # a bare string
+            overrides[field] = value  # a bare string
+    return overrides
+
+
+def _grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, dict]:
+    """The grid mode and its settings with the command line's choices applied (fillers, vocab, batch size)."""
     mode = "quick" if args.quick else args.grid
     grid = dict(GRIDS[mode])
     if args.fillers:
@@ -284,6 +296,45 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--fillers: choose from {', '.join(FILLERS)}, got {args.fillers!r}")
     args.vocab = args.vocab or grid["vocab"]
     args.batch_size = args.batch_size or grid["batch_size"]
+    return mode, grid
+
+
+def _run_cell(setting, hidden: int, filler: str, layer_type: str, steps: int, examples: int, args, tokenizer, scratch):
+    """Train one cell (size-matched to the bmojo cell); its results row, or None if a signal stopped it."""
+    reference = cell_config(setting, hidden, filler, "bmojo", steps, examples, args)
+    config, params = equalize(
+        cell_config(setting, hidden, filler, layer_type, steps, examples, args), reference, tokenizer
+    )
+    config.train.output_dir = str(Path(scratch) / f"{setting.seq_len}-{hidden}-{filler}-{layer_type}")
+    print(f"\n== T={setting.seq_len} pairs={setting.num_pairs} d={hidden} {filler} {layer_type}: {params:,} params")
+    start = time.time()
+    result = run(config)
+    if result.stopped_by is not None:
+        return None, result.stopped_by
+    row = {
+        "seq_len": setting.seq_len,
+        "num_pairs": setting.num_pairs,
+        "window": setting.window,
+        "slots": setting.slots,
+        "hidden": hidden,
+        "filler": filler,
+        "layer_type": layer_type,
+        "params": params,
+        "accuracy": round(result.metrics["eval_accuracy"], 4),
+        **hit_rate(config),
+        "train_seconds": round(time.time() - start, 1),
+    }
+    print(row)
+    return row, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.merge:
+        return _merge_files(parser, args)
+    args.model_overrides = _model_overrides(parser, args.model_set)
+    mode, grid = _grid(parser, args)
     steps = args.steps or grid["steps"]
     examples = args.train_examples or grid["train_examples"]
     if args.threads:
@@ -305,35 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     rows, stopped_by = [], None
     with tempfile.TemporaryDirectory(prefix="mqar-bench-") as scratch:
-        for setting, hidden, filler, layer_type in cells:
-            reference = cell_config(setting, hidden, filler, "bmojo", steps, examples, args)
-            config, params = equalize(
-                cell_config(setting, hidden, filler, layer_type, steps, examples, args), reference, tokenizer
-            )
-            config.train.output_dir = str(Path(scratch) / f"{setting.seq_len}-{hidden}-{filler}-{layer_type}")
-            print(
-                f"\n== T={setting.seq_len} pairs={setting.num_pairs} d={hidden} {filler} {layer_type}: {params:,} params"
-            )
-            start = time.time()
-            result = run(config)
-            if result.stopped_by is not None:  # SIGTERM/SIGINT: keep the finished cells
-                stopped_by = result.stopped_by
+        for cell in cells:
+            row, stopped_by = _run_cell(*cell, steps, examples, args, tokenizer, scratch)
+            if stopped_by is not None:  # SIGTERM/SIGINT: keep the finished cells
                 print(f"stopped by signal {stopped_by}: writing the {len(rows)} finished cells")
                 break
-            row = {
-                "seq_len": setting.seq_len,
-                "num_pairs": setting.num_pairs,
-                "window": setting.window,
-                "slots": setting.slots,
-                "hidden": hidden,
-                "filler": filler,
-                "layer_type": layer_type,
-                "params": params,
-                "accuracy": round(result.metrics["eval_accuracy"], 4),
-                **hit_rate(config),
-                "train_seconds": round(time.time() - start, 1),
-            }
-            print(row)
             rows.append(row)
     meta["targets"] = target_checks(rows)
     name = args.name or ("mqar" if mode == "full" else f"mqar_{mode}")  # the suffixes benchmarks.report reads

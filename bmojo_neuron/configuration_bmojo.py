@@ -220,6 +220,15 @@ class BMojoConfig(PreTrainedConfig):
 
     def validate_bmojo(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
+        self._check_sizes()
+        self._check_layer_types()
+        self._check_choices()
+        self._check_lengths()
+        self._check_scalars()
+        self._check_special_tokens()
+
+    def _check_sizes(self) -> None:
+        """Positive sizes, and the head counts that must divide each other."""
         for name in SIZE_FIELDS:
             _check_size(name, getattr(self, name))
         if self.hidden_size % self.num_attention_heads:
@@ -235,6 +244,8 @@ class BMojoConfig(PreTrainedConfig):
             raise ValueError(f"ssm_num_groups ({self.ssm_num_groups}) must divide ssm_num_heads ({self.ssm_num_heads})")
         if self.head_dim % 2:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
+
+    def _check_layer_types(self) -> None:
         if not isinstance(self.layer_types, (list, tuple)) or len(self.layer_types) != self.num_hidden_layers:
             raise ValueError(
                 f"layer_types must list one type per layer ({self.num_hidden_layers}), got {self.layer_types!r}"
@@ -242,6 +253,9 @@ class BMojoConfig(PreTrainedConfig):
         unknown = [t for t in self.layer_types if t not in LAYER_TYPES]
         if unknown:
             raise ValueError(f"layer_types has unknown types {unknown}; valid types: {', '.join(LAYER_TYPES)}")
+
+    def _check_choices(self) -> None:
+        """Fields that take one of a few named values."""
         if self.eidetic_policy not in EIDETIC_POLICIES:
             raise ValueError(f"eidetic_policy must be one of {EIDETIC_POLICIES}, got {self.eidetic_policy!r}")
         if self.eidetic_innovation not in INNOVATION_MODES:
@@ -252,6 +266,9 @@ class BMojoConfig(PreTrainedConfig):
             )
         if self.ssm_output_gate not in SSM_OUTPUT_GATES:
             raise ValueError(f"ssm_output_gate must be one of {SSM_OUTPUT_GATES}, got {self.ssm_output_gate!r}")
+
+    def _check_lengths(self) -> None:
+        """Token counts that bound each other: candidates per chunk, memory slots, windows, positions."""
         if self.eidetic_topk > self.chunk_size:
             raise ValueError(f"eidetic_topk ({self.eidetic_topk}) must not exceed chunk_size ({self.chunk_size})")
         if self.eidetic_topk > self.eidetic_slots:
@@ -265,6 +282,9 @@ class BMojoConfig(PreTrainedConfig):
                     f"{name} ({getattr(self, name)}) must not exceed max_position_embeddings "
                     f"({self.max_position_embeddings})"
                 )
+
+    def _check_scalars(self) -> None:
+        """Floats, the activation and the booleans."""
         _check_float("eidetic_aux_loss_weight", self.eidetic_aux_loss_weight, allow_zero=True)
         _check_float("rope_theta", self.rope_theta, allow_zero=False)
         _check_float("rms_norm_eps", self.rms_norm_eps, allow_zero=False)
@@ -274,7 +294,6 @@ class BMojoConfig(PreTrainedConfig):
         for name in ("tie_word_embeddings", "use_cache"):
             if not isinstance(getattr(self, name), bool):  # "no" would be truthy and tie the embeddings
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        self._check_special_tokens()
 
     def check_input_ids(self, input_ids) -> None:
         """``ValueError`` unless ``input_ids`` is a non-empty (batch, sequence) tensor (shapes only: no host sync)."""

@@ -158,18 +158,7 @@ class BMojoModel(BMojoPreTrainedModel):
         if order is not None:
             hidden = permute_rows(hidden, order)
 
-        all_hidden = [] if output_hidden_states else None
-        aux_losses = []
-        for layer, state in zip(self.layers, states):
-            if all_hidden is not None:
-                all_hidden.append(hidden)
-            hidden, aux = layer(hidden, tokens, state)
-            if aux is not None:
-                aux_losses.append(aux)
-        hidden = self.norm(hidden)
-        if all_hidden is not None:
-            all_hidden.append(hidden)
-
+        hidden, all_hidden, aux_losses = self._run_layers(hidden, tokens, states, output_hidden_states)
         if cache is not None:
             cache.positions = tokens.start + tokens.n
             cache.steps += hidden.shape[1]
@@ -182,6 +171,22 @@ class BMojoModel(BMojoPreTrainedModel):
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
             aux_loss=torch.stack(aux_losses).mean() if aux_losses else None,
         )
+
+    def _run_layers(self, hidden: torch.Tensor, tokens: Tokens, states: list, output_hidden_states: bool | None):
+        """The one loop over the layers, for training, prefill and decoding alike (``states``: None per layer
+        for the whole-sequence forward). Returns (normed hidden, every layer's input or None, aux losses)."""
+        all_hidden = [] if output_hidden_states else None
+        aux_losses = []
+        for layer, state in zip(self.layers, states):
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+            hidden, aux = layer(hidden, tokens, state)
+            if aux is not None:
+                aux_losses.append(aux)
+        hidden = self.norm(hidden)
+        if all_hidden is not None:
+            all_hidden.append(hidden)
+        return hidden, all_hidden, aux_losses
 
     def _whole_sequence_tokens(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None):
         """The tokens of a forward from scratch, and the row rotation that moves left padding behind them."""

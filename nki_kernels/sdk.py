@@ -38,7 +38,7 @@ STACKS = (
         neuron_sdk="2.27 - 2.31 (torch-neuronx last shipped in 2.31)",
         pytorch="<= 2.9 (PyTorch/XLA + torch-neuronx)",
         python="3.10 - 3.11 (the Neuron DLC images)",
-        kernel_ops="@nki.jit kernels called with XLA tensors inside torch.autograd.Function (nki_kernels.device)",
+        kernel_ops="@nki.jit kernels called with XLA tensors inside torch.autograd.Function (bmojo_neuron.ops.nki.device)",
         status="legacy (PyTorch/XLA training unsupported since SDK 2.30)",
     ),
 )

@@ -4,7 +4,8 @@
 and ``eidetic_select`` with a given op decorator and kernel launcher:
 
 * on a Neuron device (SDK >= 2.33, TorchNeuron) the decorator is ``torch_neuronx.nki_op`` and the launcher
-  calls the ``@nki.jit`` kernel with its LNC grid (:func:`nki_kernels.device.register_torchneuron_ops`);
+  calls the ``@nki.jit`` kernel with its LNC grid (the model's device bridge, ``bmojo_neuron.ops.nki.device``,
+  builds them so; this package imports nothing from the model);
 * on the CPU (tests) the decorator is ``torch.library.custom_op`` - the machinery ``nki_op`` registers
   through - and the launcher runs the same kernel source in the interpreter.
 
@@ -72,7 +73,15 @@ def build_ops(namespace: str, op_decorator, run):
     (``torch.library.custom_op`` or ``torch_neuronx.nki_op``); ``run(kernel, *args)`` launches a kernel and
     returns its outputs as tensors.
     """
-    ns = namespace
+    return {
+        **_build_scan_ops(namespace, op_decorator, run),
+        **_build_gather_ops(namespace, op_decorator, run),
+        **_build_select_op(namespace, op_decorator, run),
+    }
+
+
+def _build_scan_ops(ns: str, op_decorator, run) -> dict:
+    """``ssd_scan_fwd`` (differentiable) and ``ssd_scan_bwd``."""
 
     @op_decorator(f"{ns}::ssd_scan_fwd", mutates_args=())
     def ssd_scan_fwd(
@@ -146,6 +155,11 @@ def build_ops(namespace: str, op_decorator, run):
         return scan_input_grads(grads, (x, dt, A, B, C, D, h0))
 
     torch.library.register_autograd(f"{ns}::ssd_scan_fwd", scan_backward, setup_context=scan_setup)
+    return {"ssd_scan_fwd": ssd_scan_fwd, "ssd_scan_bwd": ssd_scan_bwd}
+
+
+def _build_gather_ops(ns: str, op_decorator, run) -> dict:
+    """``gather_rows`` (differentiable) and its backward ``scatter_add_rows``."""
 
     @op_decorator(f"{ns}::gather_rows", mutates_args=())
     def gather_rows(src: Tensor, idx: Tensor) -> Tensor:
@@ -176,6 +190,11 @@ def build_ops(namespace: str, op_decorator, run):
         return scatter_add_rows(grad_out, idx, ctx.seq).to(ctx.dtype), None
 
     torch.library.register_autograd(f"{ns}::gather_rows", gather_backward, setup_context=gather_setup)
+    return {"gather_rows": gather_rows, "scatter_add_rows": scatter_add_rows}
+
+
+def _build_select_op(ns: str, op_decorator, run) -> dict:
+    """``eidetic_select`` (not differentiable)."""
 
     @op_decorator(f"{ns}::eidetic_select", mutates_args=())
     def eidetic_select(
@@ -190,26 +209,4 @@ def build_ops(namespace: str, op_decorator, run):
         shape = (scores.shape[0], _cdiv(scores.shape[1], chunk_size), slots)
         return scores.new_empty(shape, dtype=torch.int32), scores.new_empty(shape, dtype=torch.uint8)
 
-    return {
-        "ssd_scan_fwd": ssd_scan_fwd,
-        "ssd_scan_bwd": ssd_scan_bwd,
-        "gather_rows": gather_rows,
-        "scatter_add_rows": scatter_add_rows,
-        "eidetic_select": eidetic_select,
-    }
-
-
-def dispatcher_impls(ops) -> dict:
-    """The dispatcher's op signatures (``bmojo_neuron.ops``) on top of the custom ops."""
-
-    def ssd_scan(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
-        return ops["ssd_scan_fwd"](x, dt, A, B, C, D, initial_state, int(chunk_size))
-
-    def eidetic_select(scores, chunk_size, topk, slots, policy, lag):
-        idx, valid = ops["eidetic_select"](scores, int(chunk_size), int(topk), int(slots), str(policy), int(lag))
-        return idx.to(torch.int64), valid.to(torch.bool)
-
-    def gather_rows(src, idx):
-        return ops["gather_rows"](src, idx).to(src.dtype)
-
-    return {"ssd_scan": ssd_scan, "eidetic_select": eidetic_select, "gather_rows": gather_rows}
+    return {"eidetic_select": eidetic_select}

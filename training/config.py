@@ -112,13 +112,22 @@ class RunConfig:
         Numbers given as strings (YAML reads ``1e-3`` as a string) are converted; booleans must be
         booleans (``resume: "no"`` is refused, not taken as true).
         """
-        t, d, m = self.train, self.data, self.mqar
+        self._check_choices()
+        self._check_integers()
+        self._check_numbers()
+        self._check_flags_and_paths()
+
+    def _check_choices(self) -> None:
+        t, m = self.train, self.mqar
         _choice("task", self.task, TASKS)
         _choice("model.preset", self.model.preset, tuple(PRESETS))
         _choice("mqar.filler", m.filler, FILLERS)
         _choice("train.precision", t.precision, PRECISIONS)
         _choice("train.strategy", t.strategy, STRATEGIES)
         _choice("train.device", t.device, DEVICES)
+
+    def _check_integers(self) -> None:
+        t, d, m = self.train, self.data, self.mqar
         positive = {
             "data.seq_len": d.seq_len,
             "mqar.vocab_size": m.vocab_size,
@@ -143,6 +152,9 @@ class RunConfig:
         _integer("train.dataloader_workers", t.dataloader_workers, minimum=0)
         _integer("train.seed", t.seed, minimum=0, maximum=2**32 - 1)  # numpy's seed range
         _integer("mqar.seed", m.seed, minimum=0, maximum=2**32 - 1)
+
+    def _check_numbers(self) -> None:
+        """Floats in their intervals; numbers given as strings are converted in place."""
         # (low, high, low included, high included); every value must also be finite.
         ranges = {
             ("train", "lr"): (0, 1, False, True),
@@ -157,6 +169,9 @@ class RunConfig:
         for (section, name), bounds in ranges.items():
             value = _number(f"{section}.{name}", getattr(getattr(self, section), name), *bounds)
             setattr(getattr(self, section), name, value)
+
+    def _check_flags_and_paths(self) -> None:
+        t, d = self.train, self.data
         for name in ("resume", "overwrite", "verify_hashes", "zero1", "tqdm", "plot"):
             if not isinstance(getattr(t, name), bool):
                 raise ConfigError(f"train.{name} must be true or false, got {getattr(t, name)!r}")

@@ -1,4 +1,4 @@
-"""``python -m training.demo`` (``make demo``): B'MOJO against a sliding window and an SSM on recall.
+"""``bmojo-demo`` (``python -m training.demo``, ``make demo``): B'MOJO against a sliding window and an SSM on recall.
 
 Trains three ``tiny`` models of (nearly) equal size on the same MQAR task with the training package:
 all-``bmojo`` layers, all-``sliding_attention`` layers with the same window, and all-``ssm`` layers.
@@ -101,7 +101,7 @@ def show_generation(model_dir: Path, examples: int = 3) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="bmojo-demo", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per model (default 300)")
     parser.add_argument("--lr", type=float, default=LR, help=f"AdamW peak learning rate (default {LR:g})")
     parser.add_argument("--output-dir", default="runs/demo", help="where the B'MOJO run is saved")

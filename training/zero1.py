@@ -17,7 +17,7 @@ reduce-scatter of the gradients, gradient clipping on the shards (its norm is al
 the local shard, all-gather of the weights. So the Trainer must not all-reduce or clip first
 (``BMojoTrainer`` skips both), and there is no consolidation: each rank saves and loads its own shard,
 ``rank{r}-of-{world}-optimizer.pt``, with its shard of the weights (PyTorch/XLA's ``save_master_weights``).
-Tested on one CPU device (``make xla-check``, :mod:`training.xla.trainer_runs`): equal to AdamW, and exact
+Tested on one CPU device (``make xla-check``, :mod:`tools.xla_check.trainer_runs`): equal to AdamW, and exact
 resume; collectives across several devices were not run.
 """
 

@@ -21,6 +21,7 @@ from .. import ops
 from ..configuration_bmojo import BMojoConfig
 from ..ops.attention.incremental import KeyBlock
 from ..ops.constants import MASKED_LOGIT, NEG_INF
+from ..ops.eidetic import priority
 from ..ops.fused import at_least_fp32
 from .common import Tokens, gather_rows, scatter_rows_
 
@@ -53,14 +54,6 @@ def standardise_chunks(u: torch.Tensor, valid: torch.Tensor, chunk: int) -> torc
 def squared_error(target: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
     """The innovation ``mean((target - prediction)^2)`` over the last dim, in at least float32."""
     return (at_least_fp32(target) - at_least_fp32(prediction)).pow(2).mean(-1)
-
-
-def selection_priority(policy: str, score: torch.Tensor, chunk: torch.Tensor) -> torch.Tensor:
-    """The merge priority of candidates with ``score`` from chunk ``chunk`` (broadcastable): the score itself
-    (``topk``), or newer chunks first and the higher score inside a chunk (``fifo``); ``-inf`` stays empty."""
-    if policy == "topk":
-        return score
-    return torch.where(torch.isinf(score), score, chunk + torch.sigmoid(score))
 
 
 def slot_bias(score: torch.Tensor, prio: torch.Tensor) -> torch.Tensor:
@@ -205,7 +198,7 @@ class BMojoEideticMemory(nn.Module):
         def prio(sc, chunk):
             # A copy for topk, not an alias: state tensors sharing storage would make the first decode step's
             # graph (one input for both) differ from the next ones' (two inputs), a recompilation on XLA.
-            return sc.clone() if self.policy == "topk" else selection_priority(self.policy, sc, chunk)
+            return sc.clone() if self.policy == "topk" else priority(sc, chunk, self.policy)
 
         last = tokens.n // C  # (B,)
         rows = torch.arange(batch, device=k.device)
@@ -267,7 +260,6 @@ class BMojoEideticMemory(nn.Module):
         C, topk, slots, lag = self.chunk_size, self.topk, self.slots, self.lag
         batch, seq = learned.shape
         device = learned.device
-        n_pend = lag - 1
         chunk0, offset = tokens.start // C, torch.remainder(tokens.start, C)
         n_local = (C - 1 + seq) // C + 1  # chunks chunk0 .. chunk0 + n_local - 1 can hold new tokens
 
@@ -286,7 +278,7 @@ class BMojoEideticMemory(nn.Module):
         cand_at = local + (torch.arange(n_local, device=device) * C)[:, None]
         cand_kv = gather_rows(a_kv, cand_at.reshape(batch, -1)).view(batch, n_local, topk, *kv.shape[2:])
         chunk_idx = chunk0[:, None, None] + torch.arange(n_local, device=device)[:, None]
-        cand_prio = selection_priority(self.policy, cand_score, chunk_idx)
+        cand_prio = priority(cand_score, chunk_idx, self.policy)
 
         # Candidate sets in merge order: set j is chunk chunk0 - lag + 1 + j (pending first, then local chunks).
         seq_prio = torch.cat([state["pend_prio"], cand_prio], 1)  # (B, n_pend + n_local, k)
@@ -317,19 +309,28 @@ class BMojoEideticMemory(nn.Module):
         # The keys/values of empty entries (priority or score -inf) are unspecified; attention masks them.
         state["mem_prio"], state["mem_score"] = pick(prio_v), pick(score_v)
         state["mem_kv"] = gather_rows(pool_kv, pick(src_v))
-        pend = last[:, None] + torch.arange(n_pend, device=device)
-        state["pend_prio"] = seq_prio.gather(1, pend[..., None].expand(-1, -1, topk))
-        state["pend_score"] = seq_score.gather(1, pend[..., None].expand(-1, -1, topk))
-        state["pend_kv"] = gather_rows(seq_kv, pend)
-        in_chunk = last[:, None] * C + torch.arange(C, device=device)
-        state["chunk_score"] = a_learned.gather(1, in_chunk)
-        state["chunk_innov"] = a_innov.gather(1, in_chunk)
-        state["chunk_kv"] = gather_rows(a_kv, in_chunk)
+        self._keep_pending_and_chunk(state, last, (seq_prio, seq_score, seq_kv), (a_learned, a_innov, a_kv))
 
         query_version = (offset[:, None] + torch.arange(seq, device=device)) // C  # (B, T)
         bias = torch.full((batch, n_local, pool_kv.shape[1]), MASKED_LOGIT, device=device)
         bias = bias.scatter_(2, src_v, bias_v).gather(1, query_version[..., None].expand(-1, -1, pool_kv.shape[1]))
         return KeyBlock(pool_kv, bias=bias)
+
+    def _keep_pending_and_chunk(self, state, last: torch.Tensor, candidates: tuple, aligned: tuple) -> None:
+        """The state's pending candidate sets and current chunk after :meth:`advance`: row ``b`` is in local chunk
+        ``last[b]``. candidates: (prio, score, kv) of the sets in merge order; aligned: (learned, innovation,
+        kv) of the chunk-aligned tokens."""
+        C, topk = self.chunk_size, self.topk
+        seq_prio, seq_score, seq_kv = candidates
+        pend = last[:, None] + torch.arange(self.lag - 1, device=last.device)
+        state["pend_prio"] = seq_prio.gather(1, pend[..., None].expand(-1, -1, topk))
+        state["pend_score"] = seq_score.gather(1, pend[..., None].expand(-1, -1, topk))
+        state["pend_kv"] = gather_rows(seq_kv, pend)
+        in_chunk = last[:, None] * C + torch.arange(C, device=last.device)
+        a_learned, a_innov, a_kv = aligned
+        state["chunk_score"] = a_learned.gather(1, in_chunk)
+        state["chunk_innov"] = a_innov.gather(1, in_chunk)
+        state["chunk_kv"] = gather_rows(a_kv, in_chunk)
 
     def advance_one(self, kv, learned, innovation, tokens: Tokens, state) -> KeyBlock:
         """:meth:`advance` for one new token (decode), in O(slots + chunk) work.
@@ -356,7 +357,7 @@ class BMojoEideticMemory(nn.Module):
         chunk_score = self.combine(chunk_learned, chunk_innov, filled).masked_fill(~filled, NEG_INF)
         cand_score, local = chunk_score.topk(topk, dim=-1)  # (B, k): chunk chunk0's candidates, if complete
         cand_kv = gather_rows(chunk_kv, local)
-        cand_prio = selection_priority(self.policy, cand_score, chunk0[:, None])
+        cand_prio = priority(cand_score, chunk0[:, None], self.policy)
         seq_prio = torch.cat([state["pend_prio"], cand_prio[:, None]], 1)  # (B, lag, k): chunks chunk0 - lag + 1 ..
         seq_score = torch.cat([state["pend_score"], cand_score[:, None]], 1)
         seq_kv = torch.cat([state["pend_kv"], cand_kv[:, None]], 1)

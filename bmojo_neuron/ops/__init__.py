@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from .attention.blocked import bmojo_attention_blocked
+from .attention.blocked import bmojo_attention_torch
 from .attention.incremental import KeyBlock, cached_attention_torch
 from .attention.reference import bmojo_attention_reference
 from .dispatch import KernelUnavailableError, available, kernel_mode, register, resolve, use_kernels
-from .eidetic.custom import eidetic_select_custom, gather_rows_custom
+from .eidetic.custom_op import eidetic_select_torch, gather_rows_torch
 from .eidetic.reference import eidetic_select_reference, gather_rows_reference
-from .ssd.custom import ssd_scan_torch
+from .ssd.custom_op import ssd_scan_torch
 from .ssd.recurrent import ssd_step
 from .ssd.reference import ssd_scan_reference
 
+# Naming: `<op>_reference` (readable, the ground truth), `<op>_torch` (what the `torch` mode runs: the bmojo::
+# custom op where there is one), `<op>_sim` and `<op>_nki` (the kernels, in .nki, registered lazily).
 register("ssd_scan", "reference")(ssd_scan_reference)
 register("eidetic_select", "reference")(eidetic_select_reference)
 register("gather_rows", "reference")(gather_rows_reference)
@@ -21,14 +23,14 @@ register("bmojo_attention", "reference")(bmojo_attention_reference)
 # The torch paths of ssd_scan, eidetic_select and gather_rows are the bmojo:: custom ops (opaque, static
 # shapes under torch.compile); the blocked attention is plain torch that compiles as is.
 register("ssd_scan", "torch")(ssd_scan_torch)
-register("eidetic_select", "torch")(eidetic_select_custom)
-register("gather_rows", "torch")(gather_rows_custom)
-register("bmojo_attention", "torch")(bmojo_attention_blocked)
-# The attention has no NKI kernel yet (docs/ops.md: on Trainium an NKI kernel or SDPA): in `sim` and `nki` modes its torch
-# path runs, so that a whole model runs in every mode while the scan, the selection and the gather go
+register("eidetic_select", "torch")(eidetic_select_torch)
+register("gather_rows", "torch")(gather_rows_torch)
+register("bmojo_attention", "torch")(bmojo_attention_torch)
+# The attention has no NKI kernel yet (docs/ops.md: on Trainium an NKI kernel or SDPA): in `sim` and `nki` modes its
+# torch path runs, so that a whole model runs in every mode while the scan, the selection and the gather go
 # through the kernels.
-register("bmojo_attention", "sim")(bmojo_attention_blocked)
-register("bmojo_attention", "nki")(bmojo_attention_blocked)
+register("bmojo_attention", "sim")(bmojo_attention_torch)
+register("bmojo_attention", "nki")(bmojo_attention_torch)
 # The incremental form (queries after a state) is small per step and has one implementation in every mode.
 for _mode in ("reference", "torch", "sim", "nki"):
     register("cached_attention", _mode)(cached_attention_torch)

@@ -6,7 +6,7 @@ Implementations register under an op name and an implementation name:
 - ``torch``: the fast CPU/GPU path;
 - ``sim``: the NKI kernel source run by our CPU interpreter of the NKI subset (``nki_kernels``);
 - ``nki``: the NKI kernels on a Neuron device (needs the Neuron SDK): TorchNeuron custom ops on SDK >= 2.33
-  (primary), PyTorch/XLA + torch-neuronx on SDK <= 2.31 (legacy); ``nki_kernels.device`` picks the stack.
+  (primary), PyTorch/XLA + torch-neuronx on SDK <= 2.31 (legacy); :mod:`.nki.device` picks the stack.
 
 ``BMOJO_KERNELS`` (``auto``, ``reference``, ``torch``, ``sim``, ``nki``) overrides the choice for the
 whole process; :func:`use_kernels` overrides it inside a ``with`` block. ``auto`` picks ``nki`` for tensors
@@ -26,11 +26,13 @@ IMPLEMENTATIONS = ("reference", "torch", "sim", "nki")
 MODES = ("auto", *IMPLEMENTATIONS)
 ENV_VAR = "BMOJO_KERNELS"
 
-# Modules that register implementations when imported; imported lazily so that a missing optional
-# dependency only matters when that implementation is asked for.
+# Modules that provide a mode's implementations (``implementations() -> {op: fn}``), imported by name the first
+# time that mode is asked for. Lazy on purpose, and not to dodge an import circle (they do not import this
+# module): ``sim`` needs the NumPy interpreter of ``nki_kernels`` and ``nki`` the Neuron SDK, optional
+# dependencies with an import cost that a torch-only user should never pay or need installed.
 _PROVIDERS = {
-    "sim": "nki_kernels.torch_bridge",
-    "nki": "nki_kernels.device",
+    "sim": "bmojo_neuron.ops.nki.sim",
+    "nki": "bmojo_neuron.ops.nki.device",
 }
 
 _registry: dict[str, dict[str, Callable]] = {}
@@ -89,13 +91,20 @@ def _on_neuron_device(tensors: tuple) -> bool:
 
 
 def _load_provider(impl: str) -> None:
-    module = _PROVIDERS.get(impl)
-    if module is None:
+    """Import the provider of mode ``impl`` (if it has one) and register its implementations."""
+    name = _PROVIDERS.get(impl)
+    if name is None:
         return
     try:
-        importlib.import_module(module)
+        module = importlib.import_module(name)
     except ImportError as err:
-        raise KernelUnavailableError(f"implementation {impl!r} needs {module}, which failed to import: {err}") from err
+        raise KernelUnavailableError(f"implementation {impl!r} needs {name}, which failed to import: {err}") from err
+    try:
+        provided = module.implementations()
+    except RuntimeError as err:  # e.g. no Neuron device stack: the provider says why
+        raise KernelUnavailableError(f"implementation {impl!r} cannot run here: {err}") from err
+    for op, fn in provided.items():
+        register(op, impl)(fn)
 
 
 def resolve(op: str, *tensors) -> Callable:

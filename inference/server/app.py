@@ -145,7 +145,6 @@ def create_app(engine: Engine, model_name: str, settings: Settings | None = None
         max_prompt_chars=prompt_char_limit(tokenizer, max_context, settings.max_body_bytes),
     )
     has_chat = bool(getattr(tokenizer, "chat_template", None))
-    created = int(time.time())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -156,41 +155,19 @@ def create_app(engine: Engine, model_name: str, settings: Settings | None = None
     errors.install(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, max_url_bytes=settings.max_url_bytes)
     app.state.model_name, app.state.has_chat, app.state.limits = model_name, has_chat, limits
+    _add_routes(app, engine, model_name, settings, limits, has_chat)
+    return app
+
+
+def _add_routes(app: FastAPI, engine: Engine, model_name: str, settings: Settings, limits: Limits, has_chat: bool):
+    """The OpenAI-style endpoints: health, model cards, completions and chat completions."""
+    created = int(time.time())
 
     def check_model(name: str) -> None:
         if name != model_name:
             raise APIError(
                 404, f"the model '{name}' does not exist; this server serves '{model_name}'", "model", "model_not_found"
             )
-
-    async def run(request: Request, job: Job, chat: bool):
-        events = _LoopQueue(asyncio.get_running_loop())
-        job.events = events
-        try:
-            engine.submit(job)
-        except EngineBusy as err:
-            raise APIError(503, str(err)) from err
-        stream = _events(job, events.queue, time.monotonic() + settings.request_timeout)
-        # Until the response starts, watch for the client leaving: its job is then dropped, queued or running.
-        gone = asyncio.ensure_future(_disconnected(request))
-        try:
-            start = await _unless_gone(anext(stream), gone)  # a prompt error arrives before any output: a 4xx
-            if start is not _GONE and job.stream:
-                gone.cancel()  # from here StreamingResponse watches the connection itself
-                rid = responses.new_id("chatcmpl" if chat else "cmpl")
-                body = _sse(stream, job, rid, model_name, chat)
-                return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-            choices = _GONE if start is _GONE else await _unless_gone(_collect(stream), gone)
-        except BaseException:
-            job.cancelled.set()
-            raise
-        finally:
-            gone.cancel()
-        if choices is _GONE:
-            job.cancelled.set()
-            return APIError(499, "the client closed the request").response()  # for the access log only
-        make = responses.chat_response if chat else responses.completion_response
-        return make(responses.new_id("chatcmpl" if chat else "cmpl"), model_name, choices, start[1])
 
     @app.get("/health")
     async def health():
@@ -209,7 +186,8 @@ def create_app(engine: Engine, model_name: str, settings: Settings | None = None
     async def completions(request: Request):
         req = CompletionRequest.model_validate(await _read_json(request, settings), context={"limits": limits})
         check_model(req.model)
-        return await run(request, Job(req.prompt, req.sampling_params(16), req.stream), chat=False)
+        job = Job(req.prompt, req.sampling_params(16), req.stream)
+        return await _answer(engine, settings, model_name, request, job, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -219,9 +197,38 @@ def create_app(engine: Engine, model_name: str, settings: Settings | None = None
         check_model(req.model)
         # Without max_tokens OpenAI generates up to the context's end; this server stops at 256 tokens.
         params = req.sampling_params(256, fit_context=True)
-        return await run(request, Job(req.chat(), params, req.stream), chat=True)
+        return await _answer(engine, settings, model_name, request, Job(req.chat(), params, req.stream), chat=True)
 
-    return app
+
+async def _answer(engine: Engine, settings: Settings, model_name: str, request: Request, job: Job, chat: bool):
+    """Submit ``job`` and answer the request: a streamed response, a whole one, or an error."""
+    events = _LoopQueue(asyncio.get_running_loop())
+    job.events = events
+    try:
+        engine.submit(job)
+    except EngineBusy as err:
+        raise APIError(503, str(err)) from err
+    stream = _events(job, events.queue, time.monotonic() + settings.request_timeout)
+    # Until the response starts, watch for the client leaving: its job is then dropped, queued or running.
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        start = await _unless_gone(anext(stream), gone)  # a prompt error arrives before any output: a 4xx
+        if start is not _GONE and job.stream:
+            gone.cancel()  # from here StreamingResponse watches the connection itself
+            rid = responses.new_id("chatcmpl" if chat else "cmpl")
+            body = _sse(stream, job, rid, model_name, chat)
+            return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        choices = _GONE if start is _GONE else await _unless_gone(_collect(stream), gone)
+    except BaseException:
+        job.cancelled.set()
+        raise
+    finally:
+        gone.cancel()
+    if choices is _GONE:
+        job.cancelled.set()
+        return APIError(499, "the client closed the request").response()  # for the access log only
+    make = responses.chat_response if chat else responses.completion_response
+    return make(responses.new_id("chatcmpl" if chat else "cmpl"), model_name, choices, start[1])
 
 
 async def _collect(stream: AsyncIterator[tuple]) -> list[dict]:

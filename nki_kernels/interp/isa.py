@@ -126,6 +126,17 @@ def nc_matmul(
     st = X.on_chip(instr, "stationary", stationary, X.SBUF_ONLY)
     mv = X.on_chip(instr, "moving", moving, X.SBUF_ONLY)
     dst = X.on_chip(instr, "dst", dst, (psum,))
+    k, m, n = _check_matmul_operands(instr, t, st, mv, dst)
+    s = X.read(instr, "stationary", st)
+    mvv = X.read(instr, "moving", mv)
+    prod = _accumulated(instr, dst, (s.T @ mvv).astype(np.float32), accumulate, m, n)
+    X.write(dst, prod, by_matmul=True)
+    fp32 = st.dtype == dtypes.float32
+    X.record(instr, "tensor", dst, cost.matmul_cycles(m, n, fp32), flops=2 * k * m * n)
+
+
+def _check_matmul_operands(instr: str, t, st: NkiTensor, mv: NkiTensor, dst: NkiTensor) -> tuple[int, int, int]:
+    """Shapes, engine limits and dtypes of a matmul; returns its ``(K, M, N)``."""
     k, m, n = st.partitions, st.free_size, mv.free_size
     if mv.partitions != k:
         raise NkiLimitError(
@@ -148,9 +159,11 @@ def nc_matmul(
     if dst.dtype != dtypes.float32:
         raise NkiDtypeError(f"{instr}: operand 'dst' dtype is {dst.dtype}; on {t.name} matmul writes fp32 to PSUM")
     _check_one_bank(instr, dst)
-    s = X.read(instr, "stationary", st)
-    mvv = X.read(instr, "moving", mv)
-    prod = (s.T @ mvv).astype(np.float32)
+    return k, m, n
+
+
+def _accumulated(instr: str, dst: NkiTensor, prod: np.ndarray, accumulate, m: int, n: int) -> np.ndarray:
+    """The value a matmul writes to ``dst``: ``prod``, or ``prod`` added to what earlier matmuls wrote there."""
     mm = dst._view(dst.storage.mm_written).reshape(m, n)
     if accumulate is True:
         if not mm.all():
@@ -164,9 +177,7 @@ def nc_matmul(
         prod = prev + prod
     elif accumulate is not False:
         raise NkiUsageError(f"{instr}: accumulate must be True, False or None, got {accumulate!r}")
-    X.write(dst, prod, by_matmul=True)
-    fp32 = st.dtype == dtypes.float32
-    X.record(instr, "tensor", dst, cost.matmul_cycles(m, n, fp32), flops=2 * k * m * n)
+    return prod
 
 
 def _check_one_bank(instr: str, dst: NkiTensor) -> None:
@@ -546,32 +557,7 @@ def dma_copy(
     """
     instr, ctx = "dma_copy", current()
     _pick_engine(instr, engine, "dma", ("dma", "gpsimd", "scalar", "sync"))
-    if not isinstance(dge_mode, _DGE) or not isinstance(oob_mode, _OOB):
-        raise NkiUsageError(f"{instr}: dge_mode/oob_mode must be nisa enum members")
-    for nm, t in (("dst", dst), ("src", src)):
-        if not isinstance(t, (NkiTensor, IndirectAccess)):
-            raise NkiUsageError(f"{instr}: operand '{nm}' must be an NKI tensor or access pattern")
-        if t.buffer is psum:
-            raise NkiBufferError(f"{instr}: operand '{nm}' ({t.describe()}) is in PSUM; DMA cannot access PSUM")
-        if t.buffer.on_chip and t.shape[0] > ctx.target.pmax:
-            raise NkiLimitError(
-                f"{instr}: operand '{nm}' partition dimension is {t.shape[0]}, limit is {ctx.target.pmax}"
-            )
-    if math.prod(dst.shape) != math.prod(src.shape):
-        raise NkiLimitError(f"{instr}: element counts differ: dst {dst.shape} vs src {src.shape}")
-    if dst.dtype != src.dtype and dge_mode is _DGE.hwdge:
-        raise NkiDtypeError(f"{instr}: dge_mode.hwdge needs equal dtypes, got {src.dtype} -> {dst.dtype}")
-    if dge_mode is _DGE.hwdge and ctx.target.nc_version == "gen2":
-        raise NkiUsageError(f"{instr}: dge_mode.hwdge is not available on {ctx.target.name}")
-    indirect = isinstance(src, IndirectAccess) or isinstance(dst, IndirectAccess)
-    if indirect:
-        if dge_mode in (_DGE.hwdge, _DGE.none):
-            raise NkiUsageError(f"{instr}: indirect (vector_offset) DMA needs dge_mode.swdge, got {dge_mode}")
-        if not ctx.target.indirect_dma_certain:
-            raise NkiUnsupportedError(
-                f"{instr}: indirect (vector_offset) DMA on {ctx.target.name} is not confirmed by the NKI docs "
-                "(docs/nki.md, 'Open questions'); use a route without indirect DMA on this target"
-            )
+    _check_dma_operands(instr, ctx.target, dst, src, dge_mode, oob_mode)
     if isinstance(src, IndirectAccess):
         values, rows_ok = _gather(instr, src, oob_mode)
     else:
@@ -589,6 +575,34 @@ def dma_copy(
     nbytes = math.prod(src.shape) * max(src.dtype.itemsize, dst.dtype.itemsize)
     ctx.instruction_index += 1
     ctx.stats.record_dma(instr, math.prod(src.shape), nbytes, _run_bytes(src, dst), _dma_partitions(src, dst), ctx=ctx)
+
+
+def _check_dma_operands(instr: str, target, dst, src, dge_mode, oob_mode) -> None:
+    """Operand kinds, buffers, sizes, dtypes and DGE mode of a DMA, before it moves anything."""
+    if not isinstance(dge_mode, _DGE) or not isinstance(oob_mode, _OOB):
+        raise NkiUsageError(f"{instr}: dge_mode/oob_mode must be nisa enum members")
+    for nm, t in (("dst", dst), ("src", src)):
+        if not isinstance(t, (NkiTensor, IndirectAccess)):
+            raise NkiUsageError(f"{instr}: operand '{nm}' must be an NKI tensor or access pattern")
+        if t.buffer is psum:
+            raise NkiBufferError(f"{instr}: operand '{nm}' ({t.describe()}) is in PSUM; DMA cannot access PSUM")
+        if t.buffer.on_chip and t.shape[0] > target.pmax:
+            raise NkiLimitError(f"{instr}: operand '{nm}' partition dimension is {t.shape[0]}, limit is {target.pmax}")
+    if math.prod(dst.shape) != math.prod(src.shape):
+        raise NkiLimitError(f"{instr}: element counts differ: dst {dst.shape} vs src {src.shape}")
+    if dst.dtype != src.dtype and dge_mode is _DGE.hwdge:
+        raise NkiDtypeError(f"{instr}: dge_mode.hwdge needs equal dtypes, got {src.dtype} -> {dst.dtype}")
+    if dge_mode is _DGE.hwdge and target.nc_version == "gen2":
+        raise NkiUsageError(f"{instr}: dge_mode.hwdge is not available on {target.name}")
+    indirect = isinstance(src, IndirectAccess) or isinstance(dst, IndirectAccess)
+    if indirect:
+        if dge_mode in (_DGE.hwdge, _DGE.none):
+            raise NkiUsageError(f"{instr}: indirect (vector_offset) DMA needs dge_mode.swdge, got {dge_mode}")
+        if not target.indirect_dma_certain:
+            raise NkiUnsupportedError(
+                f"{instr}: indirect (vector_offset) DMA on {target.name} is not confirmed by the NKI docs "
+                "(NKI_REFERENCE.md §2/§7); use a route without indirect DMA on this target"
+            )
 
 
 def _row_positions(ap: IndirectAccess, oob) -> tuple[np.ndarray, np.ndarray]:

@@ -90,45 +90,75 @@ def eidetic_select_kernel(scores, chunk_size, topk, slots, policy, lag):
             cand_ok = nl.ndarray((bt, topk), nl.float32, name="cand_ok")
 
         for q in range(min(lag, n_chunks)):  # these query chunks see the empty memory_0
-            nisa.memset(dst=idx_t, value=0)
-            nisa.memset(dst=valid_t, value=0)
-            nisa.dma_copy(dst=idx_out[b0 : b0 + bt, q, :], src=idx_t)
-            nisa.dma_copy(dst=valid_out[b0 : b0 + bt, q, :], src=valid_t)
+            _store_empty(idx_out, valid_out, idx_t, valid_t, b0, bt, q)
 
         for c in range(n_chunks):
             if c + lag >= n_chunks:
                 break  # later memories are never visible
             t0 = c * chunk_size
             n = min(chunk_size, seq - t0)
-            if n < width:
-                nisa.memset(dst=work, value=INVALID)
-            nisa.dma_copy(dst=work[:, :n], src=scores[b0 : b0 + bt, t0 : t0 + n])
-            nisa.tensor_scalar(dst=work[:, :n], data=work[:, :n], op0=nl.maximum, operand0=INVALID)  # -inf -> INVALID
+            _load_chunk(work, scores, b0, bt, t0, n, width)
             _top_rounds(work, cand_val, cand_idx, k8 // MAX8_WIDTH)
             cand_key = pool_key[:, slots : slots + topk]
             if policy == "topk":
                 nisa.tensor_copy(dst=cand_key, src=cand_val[:, :topk])
-            else:  # key = c * topk + (topk - 1 - j) for valid candidates, INVALID otherwise
-                nisa.tensor_scalar(dst=cand_ok, data=cand_val[:, :topk], op0=nl.greater, operand0=INVALID)
-                nisa.tensor_scalar(dst=cand_key, data=rank_key, op0=nl.add, operand0=float(c * topk))
-                nisa.tensor_tensor(dst=cand_key, data1=cand_key, data2=cand_ok, op=nl.multiply)
-                nisa.tensor_scalar(
-                    dst=cand_ok, data=cand_ok, op0=nl.subtract, operand0=1.0, op1=nl.multiply, operand1=-INVALID
-                )  # 0 if valid, INVALID if not
-                nisa.tensor_tensor(dst=cand_key, data1=cand_key, data2=cand_ok, op=nl.add)
+            else:
+                _fifo_keys(cand_key, cand_val[:, :topk], rank_key, cand_ok, float(c * topk))
             nisa.tensor_scalar(
                 dst=pool_pos[:, slots : slots + topk], data=cand_idx[:, :topk], op0=nl.add, operand0=float(t0)
             )
-            # retention: memory_{c+1} = top `slots` keys of the pool
-            _top_rounds(pool_key, sel_val, sel_idx, m8 // MAX8_WIDTH)
-            nisa.nc_n_gather(dst=new_pos, data=pool_pos, indices=sel_idx[:, :slots])
-            nisa.tensor_copy(dst=pool_key[:, :slots], src=sel_val[:, :slots])
-            nisa.tensor_copy(dst=pool_pos[:, :slots], src=new_pos)
-            if pool_w > slots + topk:  # padding columns were knocked out by the rounds: restore them
-                nisa.memset(dst=pool_key[:, slots + topk :], value=INVALID)
-            # visible to query chunk c + lag
-            nisa.tensor_scalar(dst=valid_t, data=sel_val[:, :slots], op0=nl.greater, operand0=INVALID)
-            nisa.tensor_tensor(dst=idx_t, data1=new_pos, data2=valid_t, op=nl.multiply)
-            nisa.dma_copy(dst=idx_out[b0 : b0 + bt, c + lag, :], src=idx_t)
-            nisa.dma_copy(dst=valid_out[b0 : b0 + bt, c + lag, :], src=valid_t)
+            _retain(pool_key, pool_pos, sel_val, sel_idx, new_pos, slots, topk, m8, pool_w)
+            _visible(idx_t, valid_t, sel_val[:, :slots], new_pos)
+            _store_visible(idx_out, valid_out, idx_t, valid_t, b0, bt, c + lag)  # to query chunk c + lag
     return idx_out, valid_out
+
+
+def _fifo_keys(cand_key, cand_val, rank_key, cand_ok, base: float) -> None:
+    """``fifo`` ranking keys of a chunk's candidates: ``base + (topk - 1 - j)`` (``base = c * topk``) for valid
+    candidates, INVALID otherwise. ``cand_ok`` is scratch of the candidates' shape."""
+    nisa.tensor_scalar(dst=cand_ok, data=cand_val, op0=nl.greater, operand0=INVALID)
+    nisa.tensor_scalar(dst=cand_key, data=rank_key, op0=nl.add, operand0=base)
+    nisa.tensor_tensor(dst=cand_key, data1=cand_key, data2=cand_ok, op=nl.multiply)
+    nisa.tensor_scalar(
+        dst=cand_ok, data=cand_ok, op0=nl.subtract, operand0=1.0, op1=nl.multiply, operand1=-INVALID
+    )  # 0 if valid, INVALID if not
+    nisa.tensor_tensor(dst=cand_key, data1=cand_key, data2=cand_ok, op=nl.add)
+
+
+def _load_chunk(work, scores, b0: int, bt: int, t0: int, n: int, width: int) -> None:
+    """Scores of tokens ``[t0, t0 + n)`` of rows ``[b0, b0 + bt)`` into ``work`` (bt, width); padding and
+    ``-inf`` become INVALID."""
+    if n < width:
+        nisa.memset(dst=work, value=INVALID)
+    nisa.dma_copy(dst=work[:, :n], src=scores[b0 : b0 + bt, t0 : t0 + n])
+    nisa.tensor_scalar(dst=work[:, :n], data=work[:, :n], op0=nl.maximum, operand0=INVALID)  # -inf -> INVALID
+
+
+def _retain(pool_key, pool_pos, sel_val, sel_idx, new_pos, slots: int, topk: int, m8: int, pool_w: int) -> None:
+    """Retention: memory_{c+1} = the top ``slots`` keys of the pool [memory | candidates | pad], written back to
+    the pool's first ``slots`` columns (keys in ``sel_val``, positions in ``new_pos`` too)."""
+    _top_rounds(pool_key, sel_val, sel_idx, m8 // MAX8_WIDTH)
+    nisa.nc_n_gather(dst=new_pos, data=pool_pos, indices=sel_idx[:, :slots])
+    nisa.tensor_copy(dst=pool_key[:, :slots], src=sel_val[:, :slots])
+    nisa.tensor_copy(dst=pool_pos[:, :slots], src=new_pos)
+    if pool_w > slots + topk:  # padding columns were knocked out by the rounds: restore them
+        nisa.memset(dst=pool_key[:, slots + topk :], value=INVALID)
+
+
+def _visible(idx_t, valid_t, sel_keys, new_pos) -> None:
+    """Valid flags (key above INVALID) and token positions (0 where invalid) of the memory's slots."""
+    nisa.tensor_scalar(dst=valid_t, data=sel_keys, op0=nl.greater, operand0=INVALID)
+    nisa.tensor_tensor(dst=idx_t, data1=new_pos, data2=valid_t, op=nl.multiply)
+
+
+def _store_empty(idx_out, valid_out, idx_t, valid_t, b0: int, bt: int, q: int) -> None:
+    """The empty memory, visible to query chunk ``q`` of rows ``[b0, b0 + bt)``, to HBM."""
+    nisa.memset(dst=idx_t, value=0)
+    nisa.memset(dst=valid_t, value=0)
+    _store_visible(idx_out, valid_out, idx_t, valid_t, b0, bt, q)
+
+
+def _store_visible(idx_out, valid_out, idx_t, valid_t, b0: int, bt: int, q: int) -> None:
+    """The memory visible to query chunk ``q`` of rows ``[b0, b0 + bt)``, to HBM."""
+    nisa.dma_copy(dst=idx_out[b0 : b0 + bt, q, :], src=idx_t)
+    nisa.dma_copy(dst=valid_out[b0 : b0 + bt, q, :], src=valid_t)

@@ -82,6 +82,50 @@ def ssd_scan_bwd_kernel(x, dt, A, B, C, D, initial_state, grad_y, grad_final_sta
     R = max(L, N, P)
     n_chunks = math.ceil(seq / L)
     f32 = nl.float32
+    dx, ddt, dA_out, dB, dC, dD_out, dh0, states = _gradient_outputs(x, dt, B, C, n_chunks)
+
+    tri, ones, _ = constant_tiles(R, R, f32)
+    tri_low = _lower_triangle(ones, L)
+    tri = tri[:L, :L]
+    ps = psum_pool(PSUM_POOL_BANKS, "scan_bwd_psum")
+    G = chunks_per_transfer(P, 4, n_chunks)
+    n_loop = (seq // L) // G  # full groups: hardware loops (forward for the states, reverse for the adjoint)
+    tail = n_chunks - n_loop * G  # the last, unrolled group (holds the partial chunk, if any)
+    io = _group_tiles(L, G, P, N)
+    tiles, h = _chunk_tiles(L, P, N)
+    xT, dyT, bT, cT, g, gT, dab, e_s, mg_t, r_t, wn_t, mg, r_, lp, lp2, ln, ln2, pn, col, s0, acc_dA, acc_dD = tiles
+    d_col = nl.ndarray((L, 1), f32, name="D_col")
+    out11 = nl.ndarray((1, 1), f32, name="scalar_out")
+    consts = (tri, tri_low, ones)
+    ins = (x, dt, B, C, grad_y, states)
+    outs = (dx, ddt, dB, dC)
+    groups = (G, n_loop, tail)
+
+    # LNC: heads are independent (dA[h] and dD[h] sum over the batch, so a head stays on one program);
+    # each program (physical core) takes a contiguous block of heads.
+    h_lo, h_hi = work_range(heads)
+    for hh in range(h_lo, h_hi):
+        A_col = broadcast_scalar(A, hh, R, "A_col")
+        if D is not None:
+            nisa.dma_copy(dst=d_col, src=D.ap([[0, L], [1, 1]], offset=hh))
+        nisa.memset(dst=acc_dA, value=0.0)
+        nisa.memset(dst=acc_dD, value=0.0)
+        for b in range(batch):
+            _row_backward(
+                ins, outs, initial_state, grad_final_state, dh0, b, hh, groups, L, R, A_col, d_col, D is not None,
+                consts, io, ps, tiles, h, P, N,
+            )  # fmt: skip
+        # dA[h] = sum_t dt_t d dA_t, dD[h] = sum_t x_t . dy_t: partition sums by a ones matmul
+        _partition_sum(acc_dA, dA_out, hh, ones, out11, ps, L)
+        _partition_sum(acc_dD, dD_out, hh, ones, out11, ps, L)
+    return dx, ddt, dA_out, dB, dC, dD_out, dh0
+
+
+def _gradient_outputs(x, dt, B, C, n_chunks: int):
+    """The kernel's outputs (fp32, shared HBM) and the per-core scratch of every chunk's entering state."""
+    batch, seq, heads, P = x.shape
+    N = B.shape[3]
+    f32 = nl.float32
     dx = nl.ndarray(x.shape, f32, buffer=nl.shared_hbm, name="dx")
     ddt = nl.ndarray(dt.shape, f32, buffer=nl.shared_hbm, name="ddt")
     dA_out = nl.ndarray((heads,), f32, buffer=nl.shared_hbm, name="dA")
@@ -90,9 +134,12 @@ def ssd_scan_bwd_kernel(x, dt, A, B, C, D, initial_state, grad_y, grad_final_sta
     dD_out = nl.ndarray((heads,), f32, buffer=nl.shared_hbm, name="dD")
     dh0 = nl.ndarray((batch, heads, P, N), f32, buffer=nl.shared_hbm, name="d_initial_state")
     states = nl.ndarray((n_chunks, P, N), f32, buffer=nl.private_hbm, name="chunk_states")  # per-core scratch
+    return dx, ddt, dA_out, dB, dC, dD_out, dh0, states
 
-    tri, ones, _ = constant_tiles(R, R, f32)
-    tri_low = nl.ndarray((L, L), f32, name="tri_low")  # [u, r] = 1 if u >= r: reverse cumulative sums
+
+def _lower_triangle(ones, L: int):
+    """``[u, r] = 1 if u >= r``: the stationary operand of reverse cumulative sums."""
+    tri_low = nl.ndarray((L, L), nl.float32, name="tri_low")
     nisa.affine_select(
         dst=tri_low,
         pattern=[[1, L]],
@@ -101,21 +148,25 @@ def ssd_scan_bwd_kernel(x, dt, A, B, C, D, initial_state, grad_y, grad_final_sta
         on_false_value=0.0,
         cmp_op=nl.less_equal,
     )
-    tri = tri[:L, :L]
-    ps = psum_pool(PSUM_POOL_BANKS, "scan_bwd_psum")
-    G = chunks_per_transfer(P, 4, n_chunks)
-    GL = G * L
-    n_loop = (seq // L) // G  # full groups: hardware loops (forward for the states, reverse for the adjoint)
-    tail = n_chunks - n_loop * G  # the last, unrolled group (holds the partial chunk, if any)
-    # Group tiles: one DMA per input / output per group of G chunks.
+    return tri_low
+
+
+def _group_tiles(L: int, G: int, P: int, N: int):
+    """Group tiles: one DMA per input / output per group of G chunks (as :func:`_adjoint_group` unpacks them)."""
+    f32 = nl.float32
     x_g, dy_g = nl.ndarray((L, G, P), f32, name="x_group"), nl.ndarray((L, G, P), f32, name="dy_group")
     b_g, c_g = nl.ndarray((L, G, N), f32, name="b_group"), nl.ndarray((L, G, N), f32, name="c_group")
     dx_g = nl.ndarray((L, G, P), f32, name="dx_group")
     db_g, dc_g = nl.ndarray((L, G, N), f32, name="dB_group"), nl.ndarray((L, G, N), f32, name="dC_group")
     ddt_g = nl.ndarray((L, G), f32, name="ddt_group")
     st_g = nl.ndarray((P, G, N), f32, name="states_group")
-    io = (x_g, dy_g, b_g, c_g, dx_g, db_g, dc_g, ddt_g, st_g)
-    # SBUF working tiles, reused by every chunk.
+    return x_g, dy_g, b_g, c_g, dx_g, db_g, dc_g, ddt_g, st_g
+
+
+def _chunk_tiles(L: int, P: int, N: int):
+    """SBUF working tiles, reused by every chunk (as :func:`_chunk_backward` unpacks them), and the state tile ``h``
+    of pass 1."""
+    f32 = nl.float32
     xT, dyT = nl.ndarray((P, L), f32, name="xT"), nl.ndarray((P, L), f32, name="dyT")
     bT, cT = nl.ndarray((N, L), f32, name="bT"), nl.ndarray((N, L), f32, name="cT")
     h, g, gT = nl.ndarray((P, N), f32, name="h"), nl.ndarray((P, N), f32, name="g"), nl.ndarray((N, P), f32, name="gT")
@@ -132,77 +183,63 @@ def ssd_scan_bwd_kernel(x, dt, A, B, C, D, initial_state, grad_y, grad_final_sta
     col = nl.ndarray((L, N_COLT), f32, name="row_scratch")
     s0 = nl.ndarray((P, 1), f32, name="s0")
     acc_dA, acc_dD = nl.ndarray((L, 1), f32, name="acc_dA"), nl.ndarray((L, 1), f32, name="acc_dD")
-    d_col = nl.ndarray((L, 1), f32, name="D_col")
-    out11 = nl.ndarray((1, 1), f32, name="scalar_out")
-    tiles = (xT, dyT, bT, cT, g, gT, dab, e_s, mg_t, r_t, wn_t, mg, r_, lp, lp2, ln, ln2, pn, col, s0, acc_dA, acc_dD)
-    consts = (tri, tri_low, ones)
-    ins = (x, dt, B, C, grad_y, states)
-    outs = (dx, ddt, dB, dC)
+    return (xT, dyT, bT, cT, g, gT, dab, e_s, mg_t, r_t, wn_t, mg, r_, lp, lp2, ln, ln2, pn, col, s0, acc_dA, acc_dD), h
 
-    # LNC: heads are independent (dA[h] and dD[h] sum over the batch, so a head stays on one program);
-    # each program (physical core) takes a contiguous block of heads.
-    h_lo, h_hi = work_range(heads)
-    for hh in range(h_lo, h_hi):
-        A_col = broadcast_scalar(A, hh, R, "A_col")
-        if D is not None:
-            nisa.dma_copy(dst=d_col, src=D.ap([[0, L], [1, 1]], offset=hh))
-        nisa.memset(dst=acc_dA, value=0.0)
-        nisa.memset(dst=acc_dD, value=0.0)
-        for b in range(batch):
-            # ---- pass 1: states entering every chunk -> HBM scratch, first chunk first ---------------------
-            if initial_state is None:
-                nisa.memset(dst=h, value=0.0)
-            else:
-                nisa.dma_copy(dst=h, src=initial_state[b, hh])
 
-            def states_group(gi, b=b, hh=hh, A_col=A_col):
-                _states_group(ins, b, hh, gi * GL, gi * G, G, L, R, A_col, consts, io, h, lp, _slot(ps, 0, P, N))
+def _row_backward(
+    ins, outs, initial_state, grad_final_state, dh0, b, hh, groups, L, R, A_col, d_col, has_d, consts, io, ps, tiles,
+    h, P, N,
+):  # fmt: skip
+    """Both passes for batch row ``b`` of head ``hh``: the entering states to the scratch, then the adjoint."""
+    G, n_loop, tail = groups
+    GL = G * L
+    xT, dyT, bT, cT, g, gT, dab, e_s, mg_t, r_t, wn_t, mg, r_, lp, lp2, ln, ln2, pn, col, s0, acc_dA, acc_dD = tiles
+    # ---- pass 1: states entering every chunk -> HBM scratch, first chunk first ---------------------
+    if initial_state is None:
+        nisa.memset(dst=h, value=0.0)
+    else:
+        nisa.dma_copy(dst=h, src=initial_state[b, hh])
 
-            if DYNAMIC_LOOPS:
-                nl.fori_loop(0, n_loop, states_group)
-            else:
-                for gi in range(n_loop):
-                    states_group(gi)
-            if tail > 0:
-                _states_group(
-                    ins, b, hh, n_loop * GL, n_loop * G, tail, L, R, A_col, consts, io, h, lp, _slot(ps, 0, P, N)
-                )
-            # ---- pass 2: adjoint, last chunk first -----------------------------------------------------------
-            if grad_final_state is None:
-                nisa.memset(dst=g, value=0.0)
-                nisa.memset(dst=gT, value=0.0)
-            else:
-                nisa.dma_copy(dst=g, src=grad_final_state[b, hh])
-                nisa.dma_copy(dst=gT, src=grad_final_state[b, hh].permute((1, 0)))
-            if tail > 0:
-                _adjoint_group(
-                    ins, outs, b, hh, n_loop * GL, n_loop * G, tail, L, R, A_col, d_col, D is not None, consts, io,
-                    ps, tiles, P, N,
-                )  # fmt: skip
+    def states_group(gi, b=b, hh=hh, A_col=A_col):
+        _states_group(ins, b, hh, gi * GL, gi * G, G, L, R, A_col, consts, io, h, lp, _slot(ps, 0, P, N))
 
-            def adjoint_group(i, b=b, hh=hh, A_col=A_col):
-                gi = (n_loop - 1) - i  # reverse order; on a loop register this is NkiScalar arithmetic
-                _adjoint_group(
-                    ins, outs, b, hh, gi * GL, gi * G, G, L, R, A_col, d_col, D is not None, consts, io, ps, tiles, P, N
-                )
+    if DYNAMIC_LOOPS:
+        nl.fori_loop(0, n_loop, states_group)
+    else:
+        for gi in range(n_loop):
+            states_group(gi)
+    if tail > 0:
+        _states_group(ins, b, hh, n_loop * GL, n_loop * G, tail, L, R, A_col, consts, io, h, lp, _slot(ps, 0, P, N))
+    # ---- pass 2: adjoint, last chunk first -----------------------------------------------------------
+    if grad_final_state is None:
+        nisa.memset(dst=g, value=0.0)
+        nisa.memset(dst=gT, value=0.0)
+    else:
+        nisa.dma_copy(dst=g, src=grad_final_state[b, hh])
+        nisa.dma_copy(dst=gT, src=grad_final_state[b, hh].permute((1, 0)))
+    if tail > 0:
+        _adjoint_group(
+            ins, outs, b, hh, n_loop * GL, n_loop * G, tail, L, R, A_col, d_col, has_d, consts, io, ps, tiles, P, N
+        )
 
-            if DYNAMIC_LOOPS:
-                nl.fori_loop(0, n_loop, adjoint_group)
-            else:
-                for i in range(n_loop):
-                    adjoint_group(i)
-            nisa.dma_copy(dst=dh0[b, hh], src=g)
-        # dA[h] = sum_t dt_t d dA_t, dD[h] = sum_t x_t . dy_t: partition sums by a ones matmul
-        accs = (acc_dA, acc_dD)
-        sums = (dA_out, dD_out)
-        for k in range(2):
-            acc = accs[k]
-            out = sums[k]
-            s_ps = _slot(ps, 15, 1, 1)
-            nisa.nc_matmul(dst=s_ps, stationary=acc, moving=ones[:L, :1], is_moving_onezero=True, accumulate=False)
-            nisa.tensor_copy(dst=out11, src=s_ps)
-            nisa.dma_copy(dst=out.ap([[1, 1], [1, 1]], offset=hh), src=out11)
-    return dx, ddt, dA_out, dB, dC, dD_out, dh0
+    def adjoint_group(i, b=b, hh=hh, A_col=A_col):
+        gi = (n_loop - 1) - i  # reverse order; on a loop register this is NkiScalar arithmetic
+        _adjoint_group(ins, outs, b, hh, gi * GL, gi * G, G, L, R, A_col, d_col, has_d, consts, io, ps, tiles, P, N)
+
+    if DYNAMIC_LOOPS:
+        nl.fori_loop(0, n_loop, adjoint_group)
+    else:
+        for i in range(n_loop):
+            adjoint_group(i)
+    nisa.dma_copy(dst=dh0[b, hh], src=g)
+
+
+def _partition_sum(acc, out, hh, ones, out11, ps, L: int) -> None:
+    """``out[hh] = sum_p acc[p, 0]`` (a ones matmul over the partitions)."""
+    s_ps = _slot(ps, 15, 1, 1)
+    nisa.nc_matmul(dst=s_ps, stationary=acc, moving=ones[:L, :1], is_moving_onezero=True, accumulate=False)
+    nisa.tensor_copy(dst=out11, src=s_ps)
+    nisa.dma_copy(dst=out.ap([[1, 1], [1, 1]], offset=hh), src=out11)
 
 
 def _states_ap(states, c0, n_cols: int):
@@ -278,15 +315,29 @@ def _adjoint_group(ins, outs, b, hh, t0, c0, n_cols, L, R, A_col, d_col, has_d, 
 def _chunk_backward(n, cols, j, views, A_col, d_col, has_d, consts, ps, tiles, P, N):
     """One chunk of the adjoint pass (see the module docstring for the formulas); updates g / gT in place.
     ``cols`` are the chunk_columns of the chunk's group, ``j`` the chunk's column in it, ``views`` its rows in
-    the group tiles (inputs, entering state, gradient outputs)."""
+    the group tiles (inputs, entering state, gradient outputs). The steps share one argument list."""
+    c = (
+        cols[DT][:n, j : j + 1],
+        cols[DA][:n, j : j + 1],
+        cols[ECS][:n, j : j + 1],
+        cols[W][:n, j : j + 1],
+        cols[NEGCS][:n, j : j + 1],
+        cols[U][:n, j : j + 1],
+        cols[DECAY][:, j : j + 1],
+    )
+    _intra_chunk(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N)
+    _grad_x(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N)
+    _grad_c(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N)
+    _grad_b(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N)
+    _grad_dt(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N)
+    _carry_state_grad(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N)
+
+
+def _intra_chunk(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N):
+    """Transposes of the chunk's inputs, the decay ``e_s[s, t] = exp(cs_t - cs_s)`` (s <= t) and the intra-chunk
+    products ``mg = (B.C) e_s``, ``r = (x.dy) e_s``, ``wn = (x.dy) mg`` with the row sums of ``wn``."""
     x_c, dy_c, b_c, c_c, h, dx_c, db_c, dc_c, ddt_c = views
-    cj_dt = cols[DT][:n, j : j + 1]
-    cj_dA = cols[DA][:n, j : j + 1]
-    cj_ecs = cols[ECS][:n, j : j + 1]
-    cj_w = cols[W][:n, j : j + 1]
-    cj_negcs = cols[NEGCS][:n, j : j + 1]
-    cj_u = cols[U][:n, j : j + 1]
-    decay = cols[DECAY][:, j : j + 1]
+    cj_dt, cj_dA, cj_ecs, cj_w, cj_negcs, cj_u, decay = c
     tri, tri_low, ones = consts
     xT, dyT, bT, cT, g, gT, dab, e_s, mg_t, r_t, wn_t, mg, r_, lp, lp2, ln, ln2, pn, col, s0, acc_dA, acc_dD = tiles
     _transpose_to(xT[:, :n], x_c[:n], _slot(ps, 0, P, n))
@@ -317,7 +368,13 @@ def _chunk_backward(n, cols, j, views, A_col, d_col, has_d, consts, ps, tiles, P
     _transpose_to(mg[:n, :n], mg_t[:n, :n], _slot(ps, 4, n, n))
     _transpose_to(r_[:n, :n], r_t[:n, :n], _slot(ps, 4, n, n))
 
-    # dx = dt * (g B) + D dy
+
+def _grad_x(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N):
+    """``dx = dt * (g B) + D dy``."""
+    x_c, dy_c, b_c, c_c, h, dx_c, db_c, dc_c, ddt_c = views
+    cj_dt, cj_dA, cj_ecs, cj_w, cj_negcs, cj_u, decay = c
+    tri, tri_low, ones = consts
+    xT, dyT, bT, cT, g, gT, dab, e_s, mg_t, r_t, wn_t, mg, r_, lp, lp2, ln, ln2, pn, col, s0, acc_dA, acc_dD = tiles
     gb_ps, gbi_ps = _slot(ps, 5, n, P), _slot(ps, 6, n, P)
     nisa.nc_matmul(dst=gb_ps, stationary=mg[:n, :n], moving=dy_c[:n], accumulate=False)
     nisa.nc_matmul(dst=gbi_ps, stationary=bT[:, :n], moving=gT, accumulate=False)  # (Gc B_s)[p]
@@ -330,7 +387,13 @@ def _chunk_backward(n, cols, j, views, A_col, d_col, has_d, consts, ps, tiles, P
     else:
         nisa.tensor_scalar(dst=dx_c, data=lp[:n], op0=nl.multiply, operand0=cj_dt)
 
-    # dC = R^T (dt B) + exp(cs_t) dy_t^T h0
+
+def _grad_c(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N):
+    """``dC = R^T (dt B) + exp(cs_t) dy_t^T h0``."""
+    x_c, dy_c, b_c, c_c, h, dx_c, db_c, dc_c, ddt_c = views
+    cj_dt, cj_dA, cj_ecs, cj_w, cj_negcs, cj_u, decay = c
+    tri, tri_low, ones = consts
+    xT, dyT, bT, cT, g, gT, dab, e_s, mg_t, r_t, wn_t, mg, r_, lp, lp2, ln, ln2, pn, col, s0, acc_dA, acc_dD = tiles
     dci_ps, dc_ps = _slot(ps, 7, n, N), _slot(ps, 8, n, N)
     nisa.nc_matmul(dst=dci_ps, stationary=dyT[:, :n], moving=h, accumulate=False)
     _row_dot(col[:n, Z : Z + 1], c_c[:n], dci_ps, ln2[:n])
@@ -339,13 +402,26 @@ def _chunk_backward(n, cols, j, views, A_col, d_col, has_d, consts, ps, tiles, P
     nisa.activation(dst=ln2[:n], op=nl.copy, data=dci_ps, scale=cj_ecs)
     nisa.tensor_tensor(dst=dc_c, data1=dc_ps, data2=ln2[:n], op=nl.add)
 
-    # dB = dt * R C + w * x^T Gc
+
+def _grad_b(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N):
+    """``dB = dt * R C + w * x^T Gc``."""
+    x_c, dy_c, b_c, c_c, h, dx_c, db_c, dc_c, ddt_c = views
+    cj_dt, cj_dA, cj_ecs, cj_w, cj_negcs, cj_u, decay = c
+    tri, tri_low, ones = consts
+    xT, dyT, bT, cT, g, gT, dab, e_s, mg_t, r_t, wn_t, mg, r_, lp, lp2, ln, ln2, pn, col, s0, acc_dA, acc_dD = tiles
     db_ps, dbi_ps = _slot(ps, 9, n, N), _slot(ps, 10, n, N)
     nisa.nc_matmul(dst=db_ps, stationary=r_[:n, :n], moving=c_c[:n], accumulate=False)
     nisa.nc_matmul(dst=dbi_ps, stationary=xT[:, :n], moving=g, accumulate=False)
     nisa.activation(dst=ln[:n], op=nl.copy, data=dbi_ps, scale=cj_w)
     nisa.scalar_tensor_tensor(dst=db_c, data=db_ps, op0=nl.multiply, operand0=cj_dt, op1=nl.add, operand1=ln[:n])
 
+
+def _grad_dt(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N):
+    """``d cs``, ``d dA`` (a reverse cumulative sum), ``d dt``, and the dA / dD accumulators."""
+    x_c, dy_c, b_c, c_c, h, dx_c, db_c, dc_c, ddt_c = views
+    cj_dt, cj_dA, cj_ecs, cj_w, cj_negcs, cj_u, decay = c
+    tri, tri_low, ones = consts
+    xT, dyT, bT, cT, g, gT, dab, e_s, mg_t, r_t, wn_t, mg, r_, lp, lp2, ln, ln2, pn, col, s0, acc_dA, acc_dD = tiles
     # d cs_u = rowsum_W - dt xgb_intra + ecs z - w xgbi ; d dA = revcumsum(d cs) + sum_s V_s + S0
     rs_ps = _slot(ps, 11, n, 1)
     nisa.nc_matmul(dst=rs_ps, stationary=wn_t[:n, :n], moving=cj_dt, accumulate=False)
@@ -385,6 +461,13 @@ def _chunk_backward(n, cols, j, views, A_col, d_col, has_d, consts, ps, tiles, P
     _row_dot(tmp, x_c[:n], dy_c[:n], lp2[:n])
     nisa.tensor_tensor(dst=acc_dD[:n], data1=acc_dD[:n], data2=tmp, op=nl.add)
 
+
+def _carry_state_grad(n, c, views, A_col, d_col, has_d, consts, ps, tiles, P, N):
+    """``Gc <- exp(cs_last) Gc + sum_u exp(cs_u) dy_u C_u^T`` in both layouts (g and gT)."""
+    x_c, dy_c, b_c, c_c, h, dx_c, db_c, dc_c, ddt_c = views
+    cj_dt, cj_dA, cj_ecs, cj_w, cj_negcs, cj_u, decay = c
+    tri, tri_low, ones = consts
+    xT, dyT, bT, cT, g, gT, dab, e_s, mg_t, r_t, wn_t, mg, r_, lp, lp2, ln, ln2, pn, col, s0, acc_dA, acc_dD = tiles
     # Gc <- exp(cs_last) Gc + sum_u exp(cs_u) dy_u C_u^T (both layouts)
     nisa.activation(dst=lp[:n], op=nl.copy, data=dy_c[:n], scale=cj_ecs)
     gp_ps, gpt_ps = _slot(ps, 13, P, N), _slot(ps, 14, N, P)

@@ -68,11 +68,50 @@ def ssd_scan_fwd_kernel(x, dt, A, B, C, D, initial_state, chunk_size):
     final_state = nl.ndarray((batch, heads, P, N), nl.float32, buffer=nl.shared_hbm, name="final_state")
 
     tri, ones, ident = constant_tiles(L, R, mm)
-    # Working tiles, allocated once and reused by every group (see the interpreter's allocator notes).
+    io, work, ps, pool = _working_tiles(L, G, P, N, mm, x.dtype)
+    bT, cT, dab, decay_mat, m_t, y_inter, xs, hT, h_mm, d_ident, tr_ps, h_ps = work
+    A_all, D_all = _head_constants(A, D, L, heads)
+    # The state crosses HBM in its natural (P, N) layout (contiguous rows) and is transposed on the tensor
+    # engine, instead of an element-granular permuted DMA.
+    h_nat = nl.ndarray((P, N), nl.float32, name="state_PN")
+    hT_ps = psum_slot(pool, 5, P, N)
+
+    # LNC: the (batch, head) pairs are independent; each program (physical core) takes a contiguous block.
+    w_lo, w_hi = work_range(batch * heads)
+    for w in range(w_lo, w_hi):
+        h = w // batch
+        b = w % batch
+        A_col = A_all[:, h : h + 1]
+        if D is not None:
+            nisa.tensor_scalar(dst=d_ident, data=ident, op0=nl.multiply, operand0=D_all[:, h : h + 1])
+        _load_state(hT, h_nat, h_ps, initial_state, b, h)
+
+        def group(t0, b=b, h=h, A_col=A_col):
+            _group_forward(x, dt, B, C, y, b, h, t0, G, L, R, A_col, D is not None, tri, ones, io, work, ps)
+
+        if DYNAMIC_LOOPS:
+            nl.fori_loop(0, n_loop * G * L, group, step=G * L)  # index = the group's first time step
+        else:
+            for t0 in range(0, n_loop * G * L, G * L):
+                group(t0)
+        if tail > 0:
+            _group_forward(
+                x, dt, B, C, y, b, h, n_loop * G * L, tail, L, R, A_col, D is not None, tri, ones, io, work, ps
+            )
+        nisa.nc_transpose(dst=hT_ps, data=hT)
+        nisa.tensor_copy(dst=h_nat, src=hT_ps)
+        nisa.dma_copy(dst=final_state[b, h], src=h_nat)
+    return y, final_state
+
+
+def _working_tiles(L: int, G: int, P: int, N: int, mm, out_dtype):
+    """The SBUF and PSUM tiles of the scan, allocated once and reused by every group (see the interpreter's
+    allocator notes): ``io`` (group tiles), ``work`` (per-chunk tiles, as :func:`_group_forward` unpacks them),
+    ``ps`` (the pooled PSUM results) and the PSUM pool itself."""
     x_g = nl.ndarray((L, G, P), mm, name="x_group")
     b_g = nl.ndarray((L, G, N), mm, name="b_group")
     c_g = nl.ndarray((L, G, N), mm, name="c_group")
-    y_g = nl.ndarray((L, G, P), x.dtype, name="y_group")
+    y_g = nl.ndarray((L, G, P), out_dtype, name="y_group")
     bT = nl.ndarray((N, L), mm, name="bT")
     cT = nl.ndarray((N, L), mm, name="cT")
     dab = nl.ndarray((L, L), nl.float32, name="dA_bcast")
@@ -92,50 +131,30 @@ def ssd_scan_fwd_kernel(x, dt, A, B, C, D, initial_state, chunk_size):
     ps = (psum_slot(pool, 0, L, L), psum_slot(pool, 1, L, L), psum_slot(pool, 2, L, P), psum_slot(pool, 3, L, P))
     h_ps = psum_slot(pool, 4, N, P)
     io = (x_g, b_g, c_g, y_g)
-    # Per-launch loads (one transfer each, not one per pair): A and D of every head on every row.
+    work = (bT, cT, dab, decay_mat, m_t, y_inter, xs, hT, h_mm, d_ident, tr_ps, h_ps)
+    return io, work, ps, pool
+
+
+def _head_constants(A, D, L: int, heads: int):
+    """A and D of every head on every row (one transfer each per launch, not one per pair); D's tile is A's
+    when there is no D."""
     A_all = nl.ndarray((L, heads), nl.float32, name="A_all")
     nisa.dma_copy(dst=A_all, src=A.ap([[0, L], [1, heads]], offset=0))
     D_all = A_all
     if D is not None:
         D_all = nl.ndarray((L, heads), nl.float32, name="D_all")
         nisa.dma_copy(dst=D_all, src=D.ap([[0, L], [1, heads]], offset=0))
-    # The state crosses HBM in its natural (P, N) layout (contiguous rows) and is transposed on the tensor
-    # engine, instead of an element-granular permuted DMA.
-    h_nat = nl.ndarray((P, N), nl.float32, name="state_PN")
-    hT_ps = psum_slot(pool, 5, P, N)
-    work = (bT, cT, dab, decay_mat, m_t, y_inter, xs, hT, h_mm, d_ident, tr_ps, h_ps)
+    return A_all, D_all
 
-    # LNC: the (batch, head) pairs are independent; each program (physical core) takes a contiguous block.
-    w_lo, w_hi = work_range(batch * heads)
-    for w in range(w_lo, w_hi):
-        h = w // batch
-        b = w % batch
-        A_col = A_all[:, h : h + 1]
-        if D is not None:
-            nisa.tensor_scalar(dst=d_ident, data=ident, op0=nl.multiply, operand0=D_all[:, h : h + 1])
-        if initial_state is None:
-            nisa.memset(dst=hT, value=0.0)
-        else:
-            nisa.dma_copy(dst=h_nat, src=initial_state[b, h])
-            nisa.nc_transpose(dst=h_ps, data=h_nat)
-            nisa.tensor_copy(dst=hT, src=h_ps)
 
-        def group(t0, b=b, h=h, A_col=A_col):
-            _group_forward(x, dt, B, C, y, b, h, t0, G, L, R, A_col, D is not None, tri, ones, io, work, ps)
-
-        if DYNAMIC_LOOPS:
-            nl.fori_loop(0, n_loop * G * L, group, step=G * L)  # index = the group's first time step
-        else:
-            for t0 in range(0, n_loop * G * L, G * L):
-                group(t0)
-        if tail > 0:
-            _group_forward(
-                x, dt, B, C, y, b, h, n_loop * G * L, tail, L, R, A_col, D is not None, tri, ones, io, work, ps
-            )
-        nisa.nc_transpose(dst=hT_ps, data=hT)
-        nisa.tensor_copy(dst=h_nat, src=hT_ps)
-        nisa.dma_copy(dst=final_state[b, h], src=h_nat)
-    return y, final_state
+def _load_state(hT, h_nat, h_ps, initial_state, b: int, h: int) -> None:
+    """The state entering the first chunk of pair (b, h), transposed into ``hT`` (zeros without one)."""
+    if initial_state is None:
+        nisa.memset(dst=hT, value=0.0)
+    else:
+        nisa.dma_copy(dst=h_nat, src=initial_state[b, h])
+        nisa.nc_transpose(dst=h_ps, data=h_nat)
+        nisa.tensor_copy(dst=hT, src=h_ps)
 
 
 def _group_forward(x, dt, B, C, y, b, h, t0, n_cols, L, R, A_col, has_d, tri, ones, io, work, ps):

@@ -1,4 +1,4 @@
-"""``python -m nki_kernels.lint PATH...``: exit 1 and list the violations, or print a one-line OK."""
+"""``bmojo-nki-lint PATH...`` (or ``python -m nki_kernels.lint``): exit 1 and list the violations, or print a one-line OK."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .checker import lint_paths
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nki_kernels.lint", description=__doc__)
+    ap = argparse.ArgumentParser(prog="bmojo-nki-lint", description=__doc__)
     ap.add_argument("paths", nargs="+", help="kernel modules or directories")
     args = ap.parse_args(argv)
     violations = lint_paths(args.paths)

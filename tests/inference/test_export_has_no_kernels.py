@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from bmojo_neuron.ops import dispatch
+from bmojo_neuron.ops.nki.device import OP_NAMESPACE
 from bmojo_neuron.testing import tiny_model
 from inference import export as exporter
-from nki_kernels.device import OP_NAMESPACE
 from tests.helpers.cache import SHORT_WINDOWS
 
 # ``bmojo`` holds the torch path's custom ops (torch implementations): allowed; kernels live in OP_NAMESPACE.

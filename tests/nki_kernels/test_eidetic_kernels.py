@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from bmojo_neuron.ops.eidetic.reference import eidetic_select_reference, gather_rows_reference
+from bmojo_neuron.ops.nki.sim import eidetic_select_sim, gather_rows_sim
 from nki_kernels.interp import run_kernel
 from nki_kernels.interp.torch_io import to_numpy
 from nki_kernels.kernels.eidetic_select import eidetic_select_kernel
 from nki_kernels.kernels.gather_rows import gather_route, gather_rows_kernel, scatter_add_rows_kernel
-from nki_kernels.torch_bridge import eidetic_select_sim, gather_rows_sim
 
 
 def _scores(batch, seq, seed=0):

@@ -25,7 +25,7 @@ def test_tiny_bmojo_model_sim_equals_torch():
     logits_t, grads_t = _logits_and_grads(model, ids, "torch")
     logits_s, grads_s = _logits_and_grads(model, ids, "sim")
     for op in ("ssd_scan", "eidetic_select", "gather_rows"):
-        assert dispatch._registry[op]["sim"].__module__ == "nki_kernels.torch_bridge"
+        assert dispatch._registry[op]["sim"].__module__ == "bmojo_neuron.ops.nki.sim"
     torch.testing.assert_close(logits_s, logits_t, rtol=1e-4, atol=1e-4)
     assert grads_s.keys() == grads_t.keys()
     for name in grads_t:

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from bmojo_neuron.ops.nki.sim import ssd_scan_sim
 from bmojo_neuron.ops.ssd.reference import ssd_scan_reference
 from nki_kernels.interp import run_kernel
 from nki_kernels.interp.torch_io import to_numpy
 from nki_kernels.kernels.ssd_scan_bwd import ssd_scan_bwd_kernel
 from nki_kernels.kernels.ssd_scan_fwd import ssd_scan_fwd_kernel
-from nki_kernels.torch_bridge import ssd_scan_sim
 from tests.helpers.kernels import make_inputs, rel_err
 
 FP32_TOL, BF16_TOL = 2e-4, 3e-2

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bmojo_neuron.ops.nki.device import dispatcher_impls
 from bmojo_neuron.ops.ssd.reference import ssd_scan_reference
 from nki_kernels import interp
 from nki_kernels.launch import grid
-from nki_kernels.torchneuron_ops import build_ops, dispatcher_impls
+from nki_kernels.torchneuron_ops import build_ops
 from tests.helpers.kernels import make_inputs
 
 

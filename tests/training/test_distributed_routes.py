@@ -76,6 +76,6 @@ def test_zero1_under_ddp_keeps_the_ddp_fields(two_processes):
 @pytest.mark.parametrize("world", ["1", "2"])
 def test_zero1_on_xla_is_accepted_on_any_number_of_processes(monkeypatch, world):
     # PyTorch/XLA's sharded optimizer shards across XLA devices, which one process may own several of;
-    # make xla-check runs it (training/xla/trainer_runs.py).
+    # make xla-check runs it (tools/xla_check/trainer_runs.py).
     monkeypatch.setenv("WORLD_SIZE", world)
     assert training_arguments_fields(_config("--zero1"), "xla") == training_arguments_fields(_config(), "xla")

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from inference.export import StaticBMojo
-from training.xla import steps
-from training.xla.host_sync import HostSyncError, forbid_host_sync, optimizer_step_counters
+from tools.xla_check import steps
+from tools.xla_check.host_sync import HostSyncError, forbid_host_sync, optimizer_step_counters
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Logit of an invisible key. Finite (not -inf) so that a row with nothing visible stays finite in the
-# forward and the backward; exp(MASKED - max) underflows to exactly 0 next to any visible logit.
-_MASKED = torch.finfo(torch.float32).min
+from ..constants import MASKED_LOGIT
+
 # Logits per group of query blocks (forward and backward): bounds the transient memory (a few tensors of
 # this many floats) while keeping the matmuls large enough to run at full speed.
 _GROUP_ELEMENTS = 1 << 20
@@ -123,7 +122,11 @@ def _group_keys(geo, n0, n1, raw_k, raw_v, fade_k, fade_v, mem_k, mem_v, bias, r
         keys.append(geo.band(bk, n0, n1, 2).transpose(-1, -2))
         values.append(geo.band(bv, n0, n1, 2).transpose(-1, -2))
         visible = in_band & geo.band(real, n0, n1, 1)[:, :, None, :]  # (batch, blocks, block, span)
-        masks.append(torch.zeros(visible.shape, dtype=raw_k.dtype, device=raw_k.device).masked_fill(~visible, _MASKED))
+        # Finite, not -inf: a row with nothing visible stays finite in the forward and the backward, and
+        # exp(MASKED_LOGIT - max) underflows to exactly 0 next to any visible logit.
+        masks.append(
+            torch.zeros(visible.shape, dtype=raw_k.dtype, device=raw_k.device).masked_fill(~visible, MASKED_LOGIT)
+        )
     mask = torch.cat(masks, dim=-1)[:, None, :, None]
     return torch.cat(keys, dim=3), torch.cat(values, dim=3), mask
 
@@ -194,7 +197,7 @@ class _BlockedAttention(torch.autograd.Function):
         return (None, d_qg, *grads["raw"], *d_fade, d_mem_k, d_mem_v, d_bias, None, None)
 
 
-def bmojo_attention_blocked(
+def bmojo_attention_torch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -251,7 +254,7 @@ def bmojo_attention_blocked(
     if mem_k is not None:
         mk, mv = (t[:, :n_blocks].to(compute).permute(0, 3, 1, 2, 4) for t in (mem_k, mem_v))
         bias = mem_bias[:, :n_blocks].to(compute)
-        bias = torch.where(torch.isfinite(bias), bias, torch.full_like(bias, _MASKED))
+        bias = torch.where(torch.isfinite(bias), bias, torch.full_like(bias, MASKED_LOGIT))
 
     # Queries grouped by key/value head: (batch, kv_heads, blocks, groups * block, dim).
     qg = F.pad(q.to(compute) * scale, (0, 0, 0, 0, 0, geo.padded_seq - seq))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from ..constants import MASKED_LOGIT
+
 
 def _repeat_kv(t: torch.Tensor, groups: int) -> torch.Tensor:
     """(batch, seq, kv_heads, dim) -> (batch, seq, kv_heads * groups, dim), as grouped-query attention does."""
@@ -52,7 +54,6 @@ def bmojo_attention_reference(
     groups = heads // k.shape[2]
     scale = dim**-0.5 if scale is None else scale
     compute = torch.promote_types(q.dtype, torch.float32)
-    neg = torch.finfo(compute).min
     qf = q.to(compute) * scale
 
     i = torch.arange(seq, device=q.device)[:, None]
@@ -64,7 +65,7 @@ def bmojo_attention_reference(
     def dense_block(keys, values, visible):
         logits = torch.einsum("bihd,bjhd->bhij", qf, _repeat_kv(keys, groups).to(compute))
         mask = (visible[None] & key_ok)[:, None]  # (batch, 1, seq, seq)
-        return logits.masked_fill(~mask, neg), _repeat_kv(values, groups).to(compute)
+        return logits.masked_fill(~mask, MASKED_LOGIT), _repeat_kv(values, groups).to(compute)
 
     raw_visible = j <= i
     if window is not None:
@@ -82,7 +83,7 @@ def bmojo_attention_reference(
         mv = _repeat_kv(mem_v[:, chunk_of_query], groups).to(compute)
         bias = mem_bias[:, chunk_of_query].to(compute)  # (batch, seq, slots)
         mem_logits = torch.einsum("bihd,bishd->bhis", qf, mk) + bias[:, None]
-        mem_logits = torch.where(torch.isfinite(mem_logits), mem_logits, torch.full_like(mem_logits, neg))
+        mem_logits = torch.where(torch.isfinite(mem_logits), mem_logits, torch.full_like(mem_logits, MASKED_LOGIT))
         probs = torch.softmax(torch.cat([mem_logits, *logits], dim=-1), dim=-1)
         n_slots = mem_logits.shape[-1]
         out = torch.einsum("bhis,bishd->bihd", probs[..., :n_slots], mv)

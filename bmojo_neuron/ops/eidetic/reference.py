@@ -9,8 +9,8 @@ import math
 
 import torch
 
-# Priority of a slot that must never win a top-k (invalid candidates and empty slots).
-NEG_INF = float("-inf")
+from ..constants import NEG_INF
+from .priority import POLICIES, priority
 
 
 def num_chunks(seq: int, chunk_size: int) -> int:
@@ -40,6 +40,8 @@ def eidetic_select_reference(
         idx: (batch, n_chunks, slots) int64 token positions of the memory visible to each query chunk
             (0 where the slot is empty); valid: (batch, n_chunks, slots) bool.
     """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown eidetic policy {policy!r}; expected one of {POLICIES}")
     batch, seq = scores.shape
     n_chunks = num_chunks(seq, chunk_size)
     padded = torch.full((batch, n_chunks * chunk_size), NEG_INF, dtype=torch.float32, device=scores.device)
@@ -54,13 +56,7 @@ def eidetic_select_reference(
         chunk_scores = padded[:, c * chunk_size : (c + 1) * chunk_size]
         cand_score, cand_local = torch.topk(chunk_scores, topk, dim=-1)
         cand_idx = positions[c * chunk_size + cand_local]
-        if policy == "topk":
-            cand_prio = cand_score
-        elif policy == "fifo":
-            # Newer chunks first; inside a chunk, the higher score first (sigmoid keeps it inside (c, c+1)).
-            cand_prio = torch.where(torch.isinf(cand_score), cand_score, c + torch.sigmoid(cand_score))
-        else:
-            raise ValueError(f"unknown eidetic policy {policy!r}")
+        cand_prio = priority(cand_score, c, policy)  # fifo: newer chunks first, then the higher score
         pool_prio = torch.cat([mem_prio, cand_prio], dim=-1)
         pool_score = torch.cat([mem_score, cand_score], dim=-1)
         pool_idx = torch.cat([mem_idx, cand_idx], dim=-1)

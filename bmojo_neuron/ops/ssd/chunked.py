@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..constants import NEG_INF
+
 # Log-decays below this are treated as exactly zero decay. exp(-60) ~ 1e-26 is far below float32
 # resolution relative to any term it is added to, and cutting there keeps products out of the subnormal
 # range, where CPU arithmetic is 10-100x slower.
@@ -32,7 +34,7 @@ def _decay(log_decay: torch.Tensor, keep: torch.Tensor | None = None) -> torch.T
     drop = log_decay < LOG_DECAY_FLOOR
     if keep is not None:
         drop = drop | ~keep
-    return torch.exp(log_decay.masked_fill(drop, float("-inf")))
+    return torch.exp(log_decay.masked_fill(drop, NEG_INF))  # exp(-inf) = exactly 0
 
 
 def _chunk_decay(cs: torch.Tensor) -> torch.Tensor:

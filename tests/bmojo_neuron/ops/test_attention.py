@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bmojo_neuron.ops.attention.blocked import bmojo_attention_blocked
+from bmojo_neuron.ops.attention.blocked import bmojo_attention_torch
 from bmojo_neuron.ops.attention.reference import bmojo_attention_reference
 from tests.helpers.ops import assert_close, rtol_for
 
@@ -44,7 +44,7 @@ def run(fn, tensors, kwargs):
 
 def check(tensors, kwargs, rtol):
     expected = run(bmojo_attention_reference, tensors, kwargs)
-    actual = run(bmojo_attention_blocked, tensors, kwargs)
+    actual = run(bmojo_attention_torch, tensors, kwargs)
     real = kwargs["key_padding_mask"][..., None, None]
     assert actual.dtype == expected.dtype
     assert_close(actual * real, expected * real, rtol, "output")
@@ -86,7 +86,7 @@ def test_no_padding_mask():
     tensors, kwargs = attention_inputs(40, 8, 8, "mem")
     check(tensors, {**kwargs, "key_padding_mask": torch.ones(2, 40, dtype=torch.bool)}, 1e-4)
     expected = run(bmojo_attention_reference, tensors, {**kwargs, "key_padding_mask": None})
-    actual = run(bmojo_attention_blocked, tensors, {**kwargs, "key_padding_mask": None})
+    actual = run(bmojo_attention_torch, tensors, {**kwargs, "key_padding_mask": None})
     assert_close(actual, expected, 1e-4, "no mask")
 
 
@@ -100,7 +100,7 @@ def test_padded_queries_stay_finite():
     """A padded query whose window holds only padding has no visible key: its output and the gradients
     stay finite (no NaN from an all-masked softmax)."""
     tensors, kwargs = attention_inputs(40, 4, 4, "mem")
-    out = run(bmojo_attention_blocked, tensors, kwargs)
+    out = run(bmojo_attention_torch, tensors, kwargs)
     assert torch.isfinite(out).all()
     grads = torch.autograd.grad(out.sum(), [t for t in tensors[:3]])
     assert all(torch.isfinite(g).all() for g in grads)
@@ -109,7 +109,7 @@ def test_padded_queries_stay_finite():
 def test_fading_keys_need_a_window():
     tensors, kwargs = attention_inputs(8, 4, 4, "fade")
     with pytest.raises(ValueError, match="window"):
-        run(bmojo_attention_blocked, tensors, {**kwargs, "window": None})
+        run(bmojo_attention_torch, tensors, {**kwargs, "window": None})
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -7,9 +7,9 @@ import torch
 
 from bmojo_neuron import ops
 from bmojo_neuron.ops import dispatch
-from bmojo_neuron.ops.attention.blocked import bmojo_attention_blocked
+from bmojo_neuron.ops.attention.blocked import bmojo_attention_torch
 from bmojo_neuron.ops.attention.reference import bmojo_attention_reference
-from bmojo_neuron.ops.ssd.custom import ssd_scan_torch
+from bmojo_neuron.ops.ssd.custom_op import ssd_scan_torch
 from bmojo_neuron.ops.ssd.reference import ssd_scan_reference
 
 OPS = ("ssd_scan", "eidetic_select", "gather_rows", "bmojo_attention")
@@ -32,7 +32,7 @@ def test_use_kernels_overrides_env_and_nests(monkeypatch):
     monkeypatch.setenv("BMOJO_KERNELS", "reference")
     assert ops.resolve("bmojo_attention", torch.zeros(1)) is bmojo_attention_reference
     with ops.use_kernels("torch"):
-        assert ops.resolve("bmojo_attention", torch.zeros(1)) is bmojo_attention_blocked
+        assert ops.resolve("bmojo_attention", torch.zeros(1)) is bmojo_attention_torch
         with ops.use_kernels("reference"):
             assert ops.resolve("bmojo_attention", torch.zeros(1)) is bmojo_attention_reference
         assert ops.kernel_mode() == "torch"
@@ -88,7 +88,8 @@ def test_auto_picks_nki_only_on_a_neuron_device(monkeypatch):
 def test_nki_mode_runs_the_torchneuron_ops_of_the_detected_stack(monkeypatch):
     """BMOJO_KERNELS=nki with the TorchNeuron stack: the dispatcher's nki implementations are the custom ops.
     Here the ops are built with torch.library.custom_op and the interpreter instead of nki_op and a device."""
-    from nki_kernels import device, interp
+    from bmojo_neuron.ops.nki import device
+    from nki_kernels import interp
     from nki_kernels.launch import grid
     from nki_kernels.torchneuron_ops import build_ops
 
@@ -97,7 +98,8 @@ def test_nki_mode_runs_the_torchneuron_ops_of_the_detected_stack(monkeypatch):
     monkeypatch.setattr(dispatch, "neuron_sdk_available", lambda: True)
     for op in ("ssd_scan", "eidetic_select", "gather_rows"):
         monkeypatch.setitem(dispatch._registry, op, dict(dispatch._registry[op]))
-    assert device.register_nki_impls(dispatch.register, stack="torchneuron") == "torchneuron"
+    for op, fn in device.implementations(stack="torchneuron").items():
+        dispatch.register(op, "nki")(fn)
     g = torch.Generator().manual_seed(0)
     x, B, C = (
         torch.randn(1, 9, 2, 4, generator=g),
@@ -112,4 +114,36 @@ def test_nki_mode_runs_the_torchneuron_ops_of_the_detected_stack(monkeypatch):
     torch.testing.assert_close(final, final_ref, atol=1e-4, rtol=1e-4)
     if device.detect_stack() is None:  # no SDK here: asking for a stack that is not installed is a clear error
         with pytest.raises(RuntimeError, match="no Neuron device stack"):
-            device.register_nki_impls(dispatch.register)
+            device.implementations()
+
+
+def test_provider_that_cannot_run_here_is_a_clear_error(monkeypatch):
+    """A provider imports but says why it cannot run (the nki one without a device stack): KernelUnavailableError."""
+    import sys
+    import types
+
+    def implementations():
+        raise RuntimeError("no Neuron device stack imports here")
+
+    monkeypatch.setitem(sys.modules, "bmojo_test_provider", types.SimpleNamespace(implementations=implementations))
+    monkeypatch.setitem(dispatch._PROVIDERS, "sim", "bmojo_test_provider")
+    monkeypatch.setitem(dispatch._registry, "only_reference_op", {"reference": lambda: None})
+    with ops.use_kernels("sim"), pytest.raises(ops.KernelUnavailableError, match="cannot run here: no Neuron device"):
+        ops.resolve("only_reference_op", torch.zeros(1))
+
+
+def test_providers_register_their_implementations_under_their_mode(monkeypatch):
+    import sys
+    import types
+
+    def probe_sim(t):
+        return t
+
+    monkeypatch.setitem(
+        sys.modules, "bmojo_test_provider", types.SimpleNamespace(implementations=lambda: {"probe_op": probe_sim})
+    )
+    monkeypatch.setitem(dispatch._PROVIDERS, "sim", "bmojo_test_provider")
+    monkeypatch.setitem(dispatch._registry, "probe_op", {"reference": lambda t: t})
+    with ops.use_kernels("sim"):
+        assert ops.resolve("probe_op", torch.zeros(1)) is probe_sim
+    assert dispatch._registry["probe_op"]["sim"] is probe_sim

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from bmojo_neuron.ops import ssd_step
 from bmojo_neuron.ops.ssd.chunked import ssd_scan_chunked
-from bmojo_neuron.ops.ssd.custom import ssd_scan_backward_op, ssd_scan_op, ssd_scan_torch
+from bmojo_neuron.ops.ssd.custom_op import ssd_scan_backward_op, ssd_scan_op, ssd_scan_torch
 from bmojo_neuron.ops.ssd.reference import ssd_scan_reference
 from tests.helpers.ops import assert_close, grads, rtol_for
 

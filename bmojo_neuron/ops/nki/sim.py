@@ -1,10 +1,12 @@
-"""Torch ops that run the NKI kernels: same signatures as the torch references in ``bmojo_neuron.ops``.
+"""The ``sim`` implementations of the dispatcher: the NKI kernels run on the CPU, as torch ops with the dispatcher's
+signatures (those of the references in :mod:`bmojo_neuron.ops`).
 
 ``ssd_scan_sim``, ``eidetic_select_sim`` and ``gather_rows_sim`` convert tensors to NumPy, run the kernel
-source through the CPU interpreter (or through the official ``nki.simulate`` when the Neuron SDK is
-installed), and convert back; ``torch.autograd.Function`` wrappers route the backward through the
-backward kernels. Importing this module registers them as the ``sim`` implementations of the dispatcher
-(:mod:`nki_kernels.device` registers the ``nki`` ones).
+source of :mod:`nki_kernels.kernels` through the CPU interpreter (or through the official ``nki.simulate`` when
+the Neuron SDK is installed), and convert back; ``torch.autograd.Function`` wrappers route the backward
+through the backward kernels. The dispatcher imports this module when ``sim`` is first asked for and
+registers :func:`implementations` (:mod:`.device` provides the ``nki`` ones). Imports run one way: this
+module uses ``nki_kernels``, which knows nothing of ``bmojo_neuron``.
 
 The interpreter target comes from ``BMOJO_NKI_TARGET`` (default trn2); the gather uses indirect DMA unless
 ``BMOJO_NKI_GATHER_ROUTE=onehot`` (or the legacy trn1 model, which has no indirect DMA) selects the fallback.
@@ -104,7 +106,7 @@ class _SsdScan(torch.autograd.Function):
 
 
 def ssd_scan_sim(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
-    """Chunked SSD scan through the NKI kernels; shapes as ``bmojo_neuron.ops.ssd.reference.ssd_scan_reference``.
+    """Chunked SSD scan through the NKI kernels; shapes as :func:`..ssd.reference.ssd_scan_reference`.
 
     Returns ``(y, final_state)``; y in ``x.dtype`` (the kernel computes in bf16 for bf16 x, else fp32),
     final_state fp32. Differentiable w.r.t. every tensor argument (backward kernel, fp32).
@@ -114,7 +116,7 @@ def ssd_scan_sim(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
 
 
 def eidetic_select_sim(scores, chunk_size, topk, slots, policy, lag):
-    """Eidetic memory per query chunk through the select kernel; see ``eidetic_select_reference``.
+    """Eidetic memory per query chunk through the select kernel; see :func:`..eidetic.reference.eidetic_select_reference`.
 
     Returns ``idx`` (batch, n_chunks, slots) int64 and ``valid`` bool; not differentiable.
     """
@@ -158,21 +160,6 @@ def gather_rows_sim(src, idx):
     return _GatherRows.apply(src, idx)
 
 
-SIM_IMPLS = {"ssd_scan": ssd_scan_sim, "eidetic_select": eidetic_select_sim, "gather_rows": gather_rows_sim}
-
-
-def register_sim_impls(register) -> None:
-    """Register the ``sim`` implementations with a dispatcher ``register(op, impl)`` decorator factory."""
-    for op, fn in SIM_IMPLS.items():
-        register(op, "sim")(fn)
-
-
-def _register_with_dispatcher() -> None:
-    try:
-        from bmojo_neuron.ops.dispatch import register
-    except ImportError:  # used standalone
-        return
-    register_sim_impls(register)  # the device ("nki") implementations live in nki_kernels.device
-
-
-_register_with_dispatcher()
+def implementations() -> dict:
+    """The ``sim`` implementation of each op, for the dispatcher to register."""
+    return {"ssd_scan": ssd_scan_sim, "eidetic_select": eidetic_select_sim, "gather_rows": gather_rows_sim}

@@ -1,4 +1,6 @@
-"""Fast torch path of the eidetic memory: vectorised selection and the row gather with its scatter-add backward.
+"""The eidetic memory in vectorised torch: the selection, and the row gather with its scatter-add backward.
+
+This is the math under the ``bmojo::`` custom ops of :mod:`.custom_op` (the dispatcher's ``torch`` mode).
 
 Selection. Both policies keep "the ``slots`` highest priorities among all candidates seen so far" (priority
 = score for ``topk``; chunk index + sigmoid(score) for ``fifo``, so newer chunks win). Merging two memories
@@ -14,9 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .reference import NEG_INF, num_chunks
-
-POLICIES = ("topk", "fifo")
+from ..constants import NEG_INF
+from .priority import POLICIES, priority
+from .reference import num_chunks
 
 
 def _candidates(scores: torch.Tensor, chunk_size: int, topk: int, policy: str):
@@ -26,11 +28,7 @@ def _candidates(scores: torch.Tensor, chunk_size: int, topk: int, policy: str):
     padded = F.pad(scores.detach().float(), (0, n_chunks * chunk_size - seq), value=NEG_INF)
     cand_score, cand_local = padded.view(batch, n_chunks, chunk_size).topk(topk, dim=-1)
     chunk = torch.arange(n_chunks, device=scores.device)[:, None]
-    cand_idx = cand_local + chunk * chunk_size
-    if policy == "topk":
-        return cand_score, cand_idx
-    # Same formula as the reference: newer chunks first, the higher score first inside a chunk.
-    return torch.where(torch.isinf(cand_score), cand_score, chunk + torch.sigmoid(cand_score)), cand_idx
+    return priority(cand_score, chunk, policy), cand_local + chunk * chunk_size
 
 
 def _fit(prio: torch.Tensor, idx: torch.Tensor, slots: int):
@@ -52,7 +50,7 @@ def _shift_chunks(t: torch.Tensor, shift: int, fill: float) -> torch.Tensor:
     return F.pad(t[:, : n_chunks - shift], (0, 0, shift, 0), value=fill)
 
 
-def eidetic_select_torch(
+def eidetic_select_vectorized(
     scores: torch.Tensor,
     chunk_size: int,
     topk: int,
@@ -69,7 +67,7 @@ def eidetic_select_torch(
         idx: (batch, n_chunks, slots) int64 (0 for empty slots); valid: (batch, n_chunks, slots) bool.
     """
     if policy not in POLICIES:
-        raise ValueError(f"unknown eidetic policy {policy!r}")
+        raise ValueError(f"unknown eidetic policy {policy!r}; expected one of {POLICIES}")
     if lag < 0:
         raise ValueError(f"lag must be >= 0, got {lag}")
     prio, idx = _fit(*_candidates(scores, chunk_size, topk, policy), slots)
@@ -90,14 +88,14 @@ def eidetic_select_torch(
     return torch.where(valid, idx, torch.zeros_like(idx)), valid
 
 
-def gather_rows_torch(src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def gather_rows_vectorized(src: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Same contract as :func:`.reference.gather_rows_reference`: ``out[b, i] = src[b, idx[b, i]]``, one
     ``torch.gather``. src: (batch, seq, feat); idx: (batch, n) int64 -> (batch, n, feat)."""
     return src.gather(1, idx[..., None].expand(-1, -1, src.shape[-1]))
 
 
-def gather_rows_backward_torch(grad: torch.Tensor, idx: torch.Tensor, seq: int) -> torch.Tensor:
-    """Gradient of :func:`gather_rows_torch` w.r.t. ``src``: the output rows scatter-added back.
+def gather_rows_backward_vectorized(grad: torch.Tensor, idx: torch.Tensor, seq: int) -> torch.Tensor:
+    """Gradient of :func:`gather_rows_vectorized` w.r.t. ``src``: the output rows scatter-added back.
 
     grad: (batch, n, feat); idx: (batch, n) -> (batch, seq, feat). Rows gathered twice get both gradients.
     """

@@ -1,5 +1,6 @@
 """``bmojo::ssd_scan``: the chunked scan as a torch custom op, so that tracing and ``torch.compile`` see one
-opaque node with static output shapes (the NKI kernel plugs in behind the same op on Neuron).
+opaque node with static output shapes (the NKI kernel plugs in behind the same op on Neuron), over the math of
+:mod:`.chunked`. :func:`ssd_scan_torch` is what the dispatcher's ``torch`` mode calls.
 
 The backward is a second op, ``bmojo::ssd_scan_backward`` (the explicit chunked backward, which recomputes
 the forward's intermediates): between forward and backward only the inputs are kept, not the
@@ -108,6 +109,6 @@ def ssd_scan_torch(
     if x.device.type == "xla":
         # On PyTorch/XLA 2.9 the op's backward kernel (torch.func.vjp inside a custom-op kernel) returns wrong
         # gradients for dt and A (130% off on the CPU PJRT device; x, B, C, D are right); plain autograd
-        # through the same chunked scan is exact there. Found by `make xla-check` (training/xla_check.py).
+        # through the same chunked scan is exact there. Found by `make xla-check` (tools/xla_check).
         return ssd_scan_chunked(x, dt, A, B, C, D, initial_state, int(chunk_size))
     return ssd_scan_op(x, dt, A, B, C, D, initial_state, int(chunk_size))

@@ -1,5 +1,9 @@
 """The ``nki`` implementations of the dispatcher on a Neuron device - NOT RUN in this repository (no SDK here).
 
+The dispatcher imports this module when ``nki`` is first asked for and registers :func:`implementations`.
+Imports run one way: this module uses ``nki_kernels`` (kernels, launch grid, custom-op builder), which knows
+nothing of ``bmojo_neuron``.
+
 One dispatcher, two device stacks (:mod:`nki_kernels.sdk` detects which; versions in its table):
 
 * TorchNeuron (SDK >= 2.33, PyTorch 2.14, device ``"neuron"``) - the primary route: the kernels are
@@ -26,14 +30,7 @@ from nki_kernels.kernels.ssd_scan_bwd import ssd_scan_bwd_kernel
 from nki_kernels.kernels.ssd_scan_fwd import ssd_scan_fwd_kernel
 from nki_kernels.launch import grid
 from nki_kernels.sdk import detect_stack
-from nki_kernels.torchneuron_ops import (
-    build_ops,
-    dispatcher_impls,
-    gather_route,
-    kernel_dtype,
-    scan_input_grads,
-    scan_operands,
-)
+from nki_kernels.torchneuron_ops import build_ops, gather_route, kernel_dtype, scan_input_grads, scan_operands
 
 OP_NAMESPACE = "bmojo_nki"  # "bmojo::*" are the torch path's own custom ops (bmojo_neuron.ops)
 
@@ -78,20 +75,22 @@ class XlaGatherRows(torch.autograd.Function):
 
 
 def xla_impls() -> dict:
-    def ssd_scan(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
+    """The dispatcher's signatures on the legacy route."""
+
+    def ssd_scan_nki(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
         check_scan_args(x, B, chunk_size)
         return XlaSsdScan.apply(x, dt, A, B, C, D, initial_state, chunk_size)
 
-    def eidetic_select(scores, chunk_size, topk, slots, policy, lag):
+    def eidetic_select_nki(scores, chunk_size, topk, slots, policy, lag):
         check_select_args(chunk_size, topk, slots, policy, lag)
         idx, valid = _launch(eidetic_select_kernel, scores.float(), chunk_size, topk, slots, policy, lag)
         return idx.to(torch.int64), valid.to(torch.bool)
 
-    def gather_rows(src, idx):
+    def gather_rows_nki(src, idx):
         check_gather_args(src, idx)
         return XlaGatherRows.apply(src, idx)
 
-    return {"ssd_scan": ssd_scan, "eidetic_select": eidetic_select, "gather_rows": gather_rows}
+    return {"ssd_scan": ssd_scan_nki, "eidetic_select": eidetic_select_nki, "gather_rows": gather_rows_nki}
 
 
 # ---- primary route: TorchNeuron (SDK >= 2.33) -----------------------------------------------------------------
@@ -108,28 +107,32 @@ def register_torchneuron_ops() -> dict:
     return _TORCHNEURON_OPS
 
 
-def register_nki_impls(register, stack: str | None = None) -> str:
-    """Register the ``nki`` implementations of the detected stack with the dispatcher; return the stack name."""
+def dispatcher_impls(ops: dict) -> dict:
+    """The dispatcher's signatures on top of the custom ops of :func:`nki_kernels.torchneuron_ops.build_ops`."""
+
+    def ssd_scan_nki(x, dt, A, B, C, D=None, initial_state=None, chunk_size=64):
+        return ops["ssd_scan_fwd"](x, dt, A, B, C, D, initial_state, int(chunk_size))
+
+    def eidetic_select_nki(scores, chunk_size, topk, slots, policy, lag):
+        idx, valid = ops["eidetic_select"](scores, int(chunk_size), int(topk), int(slots), str(policy), int(lag))
+        return idx.to(torch.int64), valid.to(torch.bool)
+
+    def gather_rows_nki(src, idx):
+        return ops["gather_rows"](src, idx).to(src.dtype)
+
+    return {"ssd_scan": ssd_scan_nki, "eidetic_select": eidetic_select_nki, "gather_rows": gather_rows_nki}
+
+
+def implementations(stack: str | None = None) -> dict:
+    """The ``nki`` implementation of each op on ``stack`` (default: the detected one), for the dispatcher.
+
+    Raises RuntimeError when no Neuron device stack imports here."""
     stack = stack or detect_stack()
     if stack == "torchneuron":
-        impls = dispatcher_impls(register_torchneuron_ops())
-    elif stack == "xla":
-        impls = xla_impls()
-    else:
-        raise RuntimeError(
-            "no Neuron device stack imports here (need the SDK from the Neuron package index: TorchNeuron with "
-            "SDK >= 2.33, or torch-neuronx + torch-xla with SDK <= 2.31); see nki_kernels.sdk.STACKS"
-        )
-    for op, fn in impls.items():
-        register(op, "nki")(fn)
-    return stack
-
-
-def _register_with_dispatcher() -> None:
-    from bmojo_neuron.ops.dispatch import register
-
-    if detect_stack() is not None:
-        register_nki_impls(register)
-
-
-_register_with_dispatcher()
+        return dispatcher_impls(register_torchneuron_ops())
+    if stack == "xla":
+        return xla_impls()
+    raise RuntimeError(
+        "no Neuron device stack imports here (need the SDK from the Neuron package index: TorchNeuron with "
+        "SDK >= 2.33, or torch-neuronx + torch-xla with SDK <= 2.31); see nki_kernels.sdk.STACKS"
+    )

@@ -1,4 +1,4 @@
-"""``python -m training.xla_check``: the gate for the Trainium path, on PyTorch/XLA's CPU device.
+"""``python -m tools.xla_check``: the gate for the Trainium path, on PyTorch/XLA's CPU device.
 
 Trainium runs PyTorch through XLA: the ops of a step are traced lazily, compiled into one graph and run
 when the step is marked (``torch_xla.sync()``). A model that recompiles every step, reads tensors on the
@@ -12,9 +12,9 @@ PyTorch/XLA 2.9 (the last release Neuron trains with) runs the same lazy-tensor 
 4. ``no-fallback``: no ``aten::*`` op falls back to the CPU (except :data:`FALLBACK_ALLOWED`);
 5. ``matches-eager``: the XLA run gives the eager CPU run's losses / logits (same seed, same torch).
 
-for two workloads (:mod:`training.xla.steps`): ``train``, 8 optimizer steps of a hybrid with every layer
+for two workloads (:mod:`.steps`): ``train``, 8 optimizer steps of a hybrid with every layer
 type, and ``decode``, a prefill at one bucket then single-token steps with the cache as explicit tensors.
-Then the training entry point itself runs on XLA (:mod:`training.xla.trainer_runs`): the HF Trainer's
+Then the training entry point itself runs on XLA (:mod:`.trainer_runs`): the HF Trainer's
 XLA path with checkpoints, ZeRO-1 against AdamW, and ZeRO-1 stopped and resumed (rules
 ``trainer-route``, ``clipping-binds``, ``zero1-matches-adamw``, ``zero1-no-all-reduce``,
 ``zero1-resume-exact``).
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from bmojo_neuron import ops
-from training.xla import steps, trainer_runs
+from tools.xla_check import steps, trainer_runs
 
 TRAIN_STEPS = 8
 # Step 1 compiles the graph that also creates the optimizer state; step 2 the steady-state graph, which
@@ -63,16 +63,16 @@ WHERE_TO_LOOK = {
     "Python frame that triggered each graph.",
     "no-host-transfer": "a device-to-host copy inside the step: .item(), .tolist(), .cpu(), int(t), "
     "print(t), data-dependent Python control flow. The main test suite's guard "
-    "(tests/training/test_no_host_sync.py, training/xla/host_sync.py) names the op on the CPU.",
+    "(tests/training/test_no_host_sync.py, tools/xla_check/host_sync.py) names the op on the CPU.",
     "no-fallback": "an aten op with no XLA lowering, run on the CPU (a device round trip per call; "
     "aten::_local_scalar_dense is .item()). Replace "
-    "it with ops that lower, or add it to FALLBACK_ALLOWED in training/xla_check.py with the reason.",
+    "it with ops that lower, or add it to FALLBACK_ALLOWED in tools/xla_check/__main__.py with the reason.",
     "matches-eager": "an op that computes differently under XLA. Compare per layer with the eager CPU model "
-    "(training/xla/steps.py builds both from one seed).",
+    "(tools/xla_check/steps.py builds both from one seed).",
     "trainer-route": "python -m training.train --device xla failed or saved an incomplete checkpoint; rerun the "
-    "arguments of training/xla/trainer_runs.py by hand with PJRT_DEVICE=CPU.",
+    "arguments of tools/xla_check/trainer_runs.py by hand with PJRT_DEVICE=CPU.",
     "clipping-binds": "the tiny run's gradients are below max_grad_norm, so the ZeRO-1 comparison would not test "
-    "clipping: lower MAX_GRAD_NORM in training/xla/trainer_runs.py.",
+    "clipping: lower MAX_GRAD_NORM in tools/xla_check/trainer_runs.py.",
     "zero1-matches-adamw": "BMojoTrainer's XLA ZeRO-1 path (training/trainer.py: _clip_grad_norm, _get_grad_norm) "
     "or training/zero1.py:sharded_xla: clipping, learning rate or weight decay reach the sharded step differently.",
     "zero1-no-all-reduce": "accelerate all-reduced the gradients before the ZeRO-1 step (double traffic): "
@@ -285,7 +285,7 @@ def report(result: PhaseResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.xla_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.xla_check", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--inject",
         choices=("host-sync", "recompile"),

@@ -1,6 +1,6 @@
 """The HF Trainer's PyTorch/XLA route run end to end on PyTorch/XLA's CPU device (part of ``make xla-check``).
 
-The step checks of :mod:`training.xla_check` run a hand-written step; this runs ``training.train.run``
+The step checks of :mod:`tools.xla_check` run a hand-written step; this runs ``training.train.run``
 itself with ``train.device=xla``: the Trainer's XLA data loader, accelerate's optimizer wrapper, our
 checkpoints, and ZeRO-1 (``train.zero1``, PyTorch/XLA's sharded optimizer). Three runs of a tiny MQAR task,
 with 2 gradient-accumulation micro-batches per step and gradient clipping that binds on every step (so that
