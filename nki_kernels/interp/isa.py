@@ -601,7 +601,7 @@ def _check_dma_operands(instr: str, target, dst, src, dge_mode, oob_mode) -> Non
         if not target.indirect_dma_certain:
             raise NkiUnsupportedError(
                 f"{instr}: indirect (vector_offset) DMA on {target.name} is not confirmed by the NKI docs "
-                "(NKI_REFERENCE.md §2/§7); use a route without indirect DMA on this target"
+                "(docs/nki.md, 'Open questions'); use a route without indirect DMA on this target"
             )
 
 
