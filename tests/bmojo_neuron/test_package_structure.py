@@ -14,6 +14,9 @@ from bmojo_neuron.layers import MIXERS
 
 PACKAGE = Path(__file__).resolve().parents[2] / "bmojo_neuron"
 MAX_LINES = 600
+# The Neuron SDK's packages exist only on a Neuron host: importing them at module level would break every
+# import of the package elsewhere, so the code that needs them imports them where it runs.
+NEURON_SDK = ("torch_neuronx", "torch_xla", "nki", "neuronxcc", "neuronx_distributed")
 
 
 def modules() -> dict[str, Path]:
@@ -71,9 +74,16 @@ def test_no_import_inside_a_function():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lazy += [
-                    f"{name}:{sub.lineno}" for sub in ast.walk(node) if isinstance(sub, (ast.Import, ast.ImportFrom))
+                    f"{name}:{sub.lineno}"
+                    for sub in ast.walk(node)
+                    if isinstance(sub, (ast.Import, ast.ImportFrom)) and not _imports_the_sdk(sub)
                 ]
     assert not lazy, f"imports inside functions (a circle dodged, or a cost hidden): {lazy}"
+
+
+def _imports_the_sdk(node: ast.Import | ast.ImportFrom) -> bool:
+    names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+    return all(n.split(".")[0] in NEURON_SDK for n in names)
 
 
 def test_modules_are_short():

@@ -19,6 +19,7 @@ import torch
 
 from nki_kernels._nki import HAVE_REAL_NKI, nki
 from nki_kernels.host_checks import check_gather_args, check_scan_args, check_select_args
+from nki_kernels.interp import run_kernel
 from nki_kernels.interp.targets import resolve_target
 from nki_kernels.interp.torch_io import to_numpy, to_torch
 from nki_kernels.kernels.eidetic_select import eidetic_select_kernel
@@ -36,8 +37,6 @@ def run(kernel, *args):
     simulator if the SDK is present, else our interpreter (which also checks the shards cover the work once)."""
     if HAVE_REAL_NKI:
         return nki.simulate(grid(kernel))(*args)
-    from nki_kernels.interp import run_kernel
-
     out, _ = run_kernel(grid(kernel), *args, target=resolve_target())
     return out
 
