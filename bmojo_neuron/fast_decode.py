@@ -25,6 +25,7 @@ from . import ops
 from .layers import FadingAttention, SSMMixer
 from .layers.attention import ring_bias
 from .layers.common import Tokens, rotate, signed_sin
+from .layers.common import rotary_inv_freq as layer_rotary_inv_freq
 from .layers.eidetic import slot_bias, squared_error
 from .layers.ssm import conv_step, slide_conv_history
 from .ops.attention.incremental import softmax_attention
@@ -45,6 +46,18 @@ class FusedStep:
     sin_signed: torch.Tensor  # (B, 1, head_dim) the matching layers.common.signed_sin
     ring_bias: torch.Tensor | None = None  # (B, 2R): [raw, fading] logit bias of each ring slot
     scatter_index: torch.Tensor | None = None  # (B, 1, 4, K, D) ring index of the new entry (phase unknown)
+
+
+def rotary_inv_freq(model) -> torch.Tensor:
+    """The rotary ``inv_freq`` of ``model``'s config, computed once and kept on the model where that is safe
+    (:func:`_cacheable`)."""
+    config, device = model.config, model.norm.weight.device
+    cached = model.__dict__.get("_bmojo_inv_freq")
+    if cached is None or cached.device != device or not _cacheable(model):
+        cached = layer_rotary_inv_freq(config.head_dim, config.rope_theta, device)
+        if _cacheable(model):
+            model.__dict__["_bmojo_inv_freq"] = cached
+    return cached
 
 
 def prepare(model, tokens: Tokens, phase: int | None) -> FusedStep:

@@ -222,7 +222,8 @@ class BMojoModel(BMojoPreTrainedModel):
             mask = mask.gather(1, order)
         start = cache.positions
         positions = start[:, None] + torch.arange(seq, device=hidden.device)
-        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, hidden.dtype)
+        inv_freq = fast_decode.rotary_inv_freq(self)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, hidden.dtype, inv_freq)
         tokens = Tokens(mask, cos, sin, start, mask.sum(-1), positions, fresh=host_position == 0)
         if fast_decode.fast_decode_ok(hidden):
             tokens.fused = fast_decode.prepare(self, tokens, host_position if known else None)

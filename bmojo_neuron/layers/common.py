@@ -58,9 +58,14 @@ def rotary_inv_freq(head_dim: int, theta: float, device=None) -> torch.Tensor:
     return torch.cat([inv, inv])
 
 
-def rotary_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
-    """cos/sin of the Llama rotary embedding at ``positions`` (any shape), each ``positions.shape + (head_dim,)``."""
-    freqs = positions.float()[..., None] * rotary_inv_freq(head_dim, theta, positions.device)
+def rotary_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype, inv_freq: torch.Tensor | None = None
+):
+    """cos/sin of the Llama rotary embedding at ``positions`` (any shape), each ``positions.shape + (head_dim,)``.
+    ``inv_freq``: :func:`rotary_inv_freq`'s result, when the caller keeps it."""
+    if inv_freq is None:
+        inv_freq = rotary_inv_freq(head_dim, theta, positions.device)
+    freqs = positions.float()[..., None] * inv_freq
     return freqs.cos().to(dtype), freqs.sin().to(dtype)
 
 

@@ -87,24 +87,29 @@ def softmax_attention(
     batch, seq, heads, dim = q.shape
     kv_heads = parts[0][0].shape[3]
     groups = heads // kv_heads
-    qf = _f32(q) if scale == 1.0 else _f32(q) * (dim**-0.5 if scale is None else scale)
-    qg = qf.view(batch, seq, kv_heads, groups, dim).permute(0, 2, 3, 1, 4).reshape(batch, kv_heads, groups * seq, dim)
-    logits = [
-        (qg @ _f32(kv[:, :, 0]).permute(0, 2, 3, 1)).view(batch, kv_heads, groups, seq, -1) + bias[:, None, None]
-        for kv, bias in parts
-    ]
+    qf = _f32(q)
+    if scale != 1.0:
+        qf = qf * (dim**-0.5 if scale is None else scale)
+    if seq == 1:  # decoding: (B, 1, H, D) is already (B, K, G, D) in memory
+        qg = qf.view(batch, kv_heads, groups, dim)
+    else:
+        qg = qf.view(batch, seq, kv_heads, groups, dim).permute(0, 2, 3, 1, 4).reshape(batch, kv_heads, -1, dim)
+    logits = [qg @ _f32(kv[:, :, 0]).permute(0, 2, 3, 1) for kv, _ in parts]  # each (B, K, G * T, S_i)
     logits = torch.cat(logits, -1) if len(logits) > 1 else logits[0]
-    probs = torch.softmax(logits, dim=-1)
+    bias = torch.cat([b for _, b in parts], -1) if len(parts) > 1 else parts[0][1]  # (B, T, S)
+    probs = torch.softmax(logits.view(batch, kv_heads, groups, seq, -1) + bias[:, None, None], dim=-1)
+    probs = probs.view(batch, kv_heads, groups * seq, -1)
     out = None
     at = 0
     for kv, _ in parts:
         size = kv.shape[1]
-        part = probs[..., at : at + size].reshape(batch, kv_heads, groups * seq, size) @ _f32(kv[:, :, 1]).permute(
-            0, 2, 1, 3
-        )
+        part = probs[..., at : at + size] @ _f32(kv[:, :, 1]).permute(0, 2, 1, 3)  # (B, K, G * T, D)
         out = part if out is None else out + part
         at += size
-    out = out.view(batch, kv_heads, groups, seq, dim).permute(0, 3, 1, 2, 4).reshape(batch, seq, heads, dim)
+    if seq == 1:
+        out = out.view(batch, 1, heads, dim)
+    else:
+        out = out.view(batch, kv_heads, groups, seq, dim).permute(0, 3, 1, 2, 4).reshape(batch, seq, heads, dim)
     return out if out.dtype == q.dtype else out.to(q.dtype)
 
 

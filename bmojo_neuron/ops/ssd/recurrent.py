@@ -30,14 +30,17 @@ def ssd_step(
     batch, heads, p = x.shape
     groups, n = B.shape[1], B.shape[2]
     per_group = heads // groups
-    compute = torch.promote_types(torch.promote_types(x.dtype, state.dtype), torch.float32)
-    xf, dtf, Af, Bf, Cf, hf = (_as(t, compute) for t in (x, dt, A, B, C, state))
+    if x.dtype == state.dtype == torch.float32:  # decoding's case: no casts to dispatch
+        xf, dtf, Af, Bf, Cf, hf = x, dt, A, B, C, state
+    else:
+        compute = torch.promote_types(torch.promote_types(x.dtype, state.dtype), torch.float32)
+        xf, dtf, Af, Bf, Cf, hf = (_as(t, compute) for t in (x, dt, A, B, C, state))
     grouped = (batch, groups, per_group)
     h = hf.view(*grouped, p, n) * torch.exp(dtf * Af).view(*grouped, 1, 1)
     h = torch.addcmul(h, (xf * dtf.view(batch, heads, 1)).view(*grouped, p, 1), Bf.view(batch, groups, 1, 1, n))
     y = (h @ Cf.view(batch, groups, 1, n, 1)).view(batch, heads, p)
     if D is not None:
-        y = torch.addcmul(y, _as(D, compute).view(heads, 1), xf)
+        y = torch.addcmul(y, _as(D, y.dtype).view(heads, 1), xf)
     return _as(y, x.dtype), h.view(batch, heads, p, n)
 
 
