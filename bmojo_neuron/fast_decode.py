@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from . import ops
 from .layers import FadingAttention, SSMMixer
 from .layers.attention import ring_bias
-from .layers.common import Tokens, rotate, signed_sin
+from .layers.common import Tokens, plain_linear, rotate, signed_sin
 from .layers.common import rotary_inv_freq as layer_rotary_inv_freq
 from .layers.eidetic import slot_bias, squared_error
 from .layers.ssm import conv_step, slide_conv_history
@@ -93,13 +93,6 @@ def layer_step(layer, hidden: torch.Tensor, tokens: Tokens, state) -> torch.Tens
 
 
 # ----------------------------------------------------------------------------------------------- fused weights
-
-
-def _plain_linear(m) -> bool:
-    """An ``nn.Linear`` whose weight the fused step may read directly: no hooks, and a plain parameter
-    (a tensor-parallel shard is a ``DTensor``, whose forward goes through its own collectives)."""
-    plain_weight = type(m.weight) is torch.nn.Parameter
-    return type(m) is torch.nn.Linear and plain_weight and not (m._forward_hooks or m._forward_pre_hooks)
 
 
 def _param_key(modules) -> tuple:
@@ -174,7 +167,7 @@ def _uncached_weights(layer) -> dict | None:
             linears.append(attn.eidetic.score_proj)
             if attn.eidetic.mode == "predictor":
                 linears.append(attn.eidetic.predictor)
-    if not all(_plain_linear(m) for m in linears) or type(ssm.conv1d) is not torch.nn.Conv1d:
+    if not all(plain_linear(m) for m in linears) or type(ssm.conv1d) is not torch.nn.Conv1d:
         return None
     with torch.no_grad():
         return _build_weights(layer, attn, ssm)

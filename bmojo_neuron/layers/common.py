@@ -45,8 +45,18 @@ class BMojoMLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # fused: saves gate and up only, silu(gate) is recomputed in the backward
-        return self.down_proj(fused.swiglu(self.gate_proj(x), self.up_proj(x)))
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        if plain_linear(self.down_proj):
+            # fused with the down projection: saves gate and up only, their product is recomputed in the backward
+            return fused.swiglu_down(gate, up, self.down_proj.weight)
+        return self.down_proj(fused.swiglu(gate, up))  # a hooked or sharded down projection runs as a module
+
+
+def plain_linear(m: nn.Module) -> bool:
+    """An ``nn.Linear`` whose weight a fused function may read directly: no hooks, and a plain parameter (a
+    tensor-parallel shard is a ``DTensor``, whose forward goes through its own collectives)."""
+    plain_weight = type(m.weight) is nn.Parameter
+    return type(m) is nn.Linear and plain_weight and not (m._forward_hooks or m._forward_pre_hooks)
 
 
 # ----------------------------------------------------------------------------------------------- rotary

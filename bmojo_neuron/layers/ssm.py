@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import ops
 from ..configuration_bmojo import BMojoConfig
+from ..ops import fused
 from ..ops.fused import at_least_fp32
 from .common import BMojoGatedRMSNorm, Tokens
 
@@ -76,8 +77,8 @@ class BMojoSSM(nn.Module):
 
     def convolve(self, xBC: torch.Tensor) -> torch.Tensor:
         """Causal depthwise convolution + silu. xBC: (batch, seq, conv_dim), zero history."""
-        seq = xBC.shape[1]
-        return F.silu(self.conv1d(xBC.transpose(1, 2))[..., :seq].transpose(1, 2))
+        # fused: in xBC's layout (no transposed copies), saves xBC only (ops/fused.py has the conv1d reference)
+        return fused.causal_conv_silu(xBC, self.conv1d.weight, self.conv1d.bias)
 
     def scan_inputs(self, xBC: torch.Tensor, dt_raw: torch.Tensor, mask: torch.Tensor | None):
         """Split the convolved stream into the scan's (x, dt, A, B, C); padded positions get x = 0 and dt = 0."""

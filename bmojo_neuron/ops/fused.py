@@ -150,16 +150,113 @@ class _SwiGLU(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         gate, up = ctx.saved_tensors
         # recompute in at least fp32 (what autograd's silu backward does internally for half inputs)
-        gf, gof = at_least_fp32(gate), at_least_fp32(grad_out)
-        sig = torch.sigmoid(gf)
-        grad_gate = grad_up = None
-        if ctx.needs_input_grad[0]:
-            grad_gate = (gof * at_least_fp32(up) * (sig * (1 + gf * (1 - sig)))).to(gate.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_up = (grad_out * F.silu(gate)).to(up.dtype)
-        return grad_gate, grad_up
+        return _swiglu_backward(grad_out, gate, up, ctx.needs_input_grad)
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """Fused :func:`swiglu_reference` (same shapes and dtype); saves ``gate`` and ``up`` only."""
     return _SwiGLU.apply(gate, up)
+
+
+def _swiglu_backward(grad_h: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, needs: tuple[bool, bool]):
+    """Gradients of ``silu(gate) * up`` w.r.t. gate and up from the gradient of the product."""
+    gf, ghf = at_least_fp32(gate), at_least_fp32(grad_h)
+    sig = torch.sigmoid(gf)
+    grad_gate = (ghf * at_least_fp32(up) * (sig * (1 + gf * (1 - sig)))).to(gate.dtype) if needs[0] else None
+    grad_up = (grad_h * F.silu(gate)).to(up.dtype) if needs[1] else None
+    return grad_gate, grad_up
+
+
+# ---------------------------------------------------------------------------------------- SwiGLU + down proj
+
+
+def swiglu_down_reference(gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``linear(silu(gate) * up, weight)``: the SwiGLU MLP after its input projections.
+
+    gate, up: (..., I); weight: (H, I) as ``nn.Linear(I, H).weight``. Returns (..., H)."""
+    return F.linear(F.silu(gate) * up, weight)
+
+
+class _SwiGLUDown(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(gate, up, weight)
+        return F.linear(F.silu(gate) * up, weight)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        gate, up, weight = ctx.saved_tensors
+        grad_h = grad_out @ weight  # (..., I)
+        grad_weight = None
+        if ctx.needs_input_grad[2]:  # the product is recomputed: one elementwise pass instead of (T, I) kept
+            h = F.silu(gate) * up
+            grad_weight = grad_out.reshape(-1, grad_out.shape[-1]).t() @ h.reshape(-1, h.shape[-1])
+        grad_gate, grad_up = _swiglu_backward(grad_h, gate, up, ctx.needs_input_grad[:2])
+        return grad_gate, grad_up, grad_weight
+
+
+def swiglu_down(gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Fused :func:`swiglu_down_reference` (same shapes and dtype); saves ``gate``, ``up`` and the weight only:
+    the product ``silu(gate) * up`` that the down projection reads is recomputed in the backward."""
+    return _SwiGLUDown.apply(gate, up, weight)
+
+
+# ---------------------------------------------------------------------------------- causal depthwise conv + silu
+
+
+def causal_conv_silu_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``silu(conv1d(x))``: the causal depthwise convolution of Mamba-2 (zero history) and its activation.
+
+    x: (batch, seq, channels); weight: (channels, 1, K) as ``nn.Conv1d(groups=channels)``; bias: (channels,).
+    Returns (batch, seq, channels) in x's dtype."""
+    seq, kernel = x.shape[1], weight.shape[-1]
+    y = F.conv1d(x.transpose(1, 2), weight, bias, padding=kernel - 1, groups=x.shape[-1])
+    return F.silu(y[..., :seq].transpose(1, 2))
+
+
+def _causal_conv(xp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, seq: int) -> torch.Tensor:
+    """``bias + sum_k weight[:, 0, k] * xp[:, t + k]`` for t < seq, in xp's layout: xp (B, seq + K - 1, C) is the
+    input with K - 1 zero rows in front; no transposes, K multiply-adds over (B, seq, C)."""
+    y = torch.addcmul(bias, xp[:, :seq], weight[:, 0, 0])
+    for k in range(1, weight.shape[-1]):
+        y.addcmul_(xp[:, k : k + seq], weight[:, 0, k])
+    return y
+
+
+class _CausalConvSiLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        kernel = weight.shape[-1]
+        y = _causal_conv(
+            F.pad(at_least_fp32(x), (0, 0, kernel - 1, 0)), at_least_fp32(weight), at_least_fp32(bias), x.shape[1]
+        )
+        ctx.save_for_backward(x, weight, bias)
+        return F.silu(y).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight, bias = ctx.saved_tensors
+        seq, kernel = x.shape[1], weight.shape[-1]
+        xp = F.pad(at_least_fp32(x), (0, 0, kernel - 1, 0))
+        wf = at_least_fp32(weight)
+        y = _causal_conv(xp, wf, at_least_fp32(bias), seq)  # recomputed: K multiply-adds, nothing was saved
+        sig = torch.sigmoid(y)
+        grad_y = at_least_fp32(grad_out) * sig * (1 + y * (1 - sig))
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_xp = torch.zeros_like(xp)
+            for k in range(kernel):
+                grad_xp[:, k : k + seq].addcmul_(grad_y, wf[:, 0, k])
+            grad_x = grad_xp[:, kernel - 1 :].to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            taps = [(xp[:, k : k + seq] * grad_y).sum((0, 1)) for k in range(kernel)]
+            grad_w = torch.stack(taps, -1)[:, None].to(weight.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_y.sum((0, 1)).to(bias.dtype)
+        return grad_x, grad_w, grad_b
+
+
+def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Fused :func:`causal_conv_silu_reference` (same shapes and dtype) in the (batch, seq, channels) layout:
+    no transposed copies, and it saves its input only (the conv is recomputed in the backward)."""
+    return _CausalConvSiLU.apply(x, weight, bias)

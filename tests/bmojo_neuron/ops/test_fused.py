@@ -107,3 +107,44 @@ def test_compiles_fullgraph():
     g_e = torch.autograd.grad(ref.sum(), (y, w))
     for a, b in zip(g_c, g_e):
         assert_close(a, b, 1e-5, "compiled grad")
+
+
+# --- Functions that also hold a weight: the SwiGLU with its down projection, the causal conv with its silu
+
+
+def _weighted_inputs(name: str, dtype, seq: int = 13):
+    g = torch.Generator().manual_seed(7 + seq)
+    r = lambda *s: (torch.randn(s, generator=g) * 0.7).to(dtype).requires_grad_()  # noqa: E731
+    if name == "swiglu_down":
+        return r(3, seq, 11), r(3, seq, 11), r(5, 11)
+    return r(2, seq, 6), r(6, 1, 4), r(6)  # causal_conv_silu: (B, T, C), conv1d weight (C, 1, K), bias
+
+
+WEIGHTED = ["swiglu_down", "causal_conv_silu"]
+
+
+@pytest.mark.parametrize("seq", [1, 3, 13])  # shorter than, near and longer than the conv kernel
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.bfloat16, BF16_RTOL)])
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_weighted_match_reference(name, dtype, rtol, seq):
+    inputs = _weighted_inputs(name, dtype, seq)
+    out_f = getattr(fused, name)(*inputs)
+    out_r = getattr(fused, f"{name}_reference")(*inputs)
+    assert out_f.dtype == out_r.dtype and out_f.shape == out_r.shape
+    assert_close(out_f, out_r, rtol, f"{name} output")
+    cot = torch.randn(out_r.shape, generator=torch.Generator().manual_seed(3)).to(dtype)
+    for i, (a, b) in enumerate(zip(torch.autograd.grad(out_f, inputs, cot), torch.autograd.grad(out_r, inputs, cot))):
+        assert_close(a, b, rtol, f"{name} grad {i}")
+
+
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_weighted_gradcheck_fp64(name):
+    assert torch.autograd.gradcheck(getattr(fused, name), _weighted_inputs(name, torch.float64, 5))
+
+
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_weighted_save_their_inputs_only(name):
+    inputs = _weighted_inputs(name, torch.float32)
+    saved = _saved_numel(lambda: getattr(fused, name)(*inputs))
+    assert saved == sum(t.numel() for t in inputs)
+    assert saved < _saved_numel(lambda: getattr(fused, f"{name}_reference")(*inputs))
