@@ -240,14 +240,17 @@ def check_gated_targets(rows: list[dict]) -> list[dict]:
     def add(target: str, measured: str, met: bool) -> None:
         checks.append({"target": target, "measured": measured, "met": bool(met)})
 
-    ssm, mamba2 = by_arm.get("ssm"), by_arm.get("mamba2")
-    for name in ("bmojo", "SSSB", "SB"):
-        row = by_arm.get(name)
-        if not row:
+    mamba2 = by_arm.get("mamba2")
+    # A variant (``bmojo_n64``) is compared with the ssm arm of the same variant (``ssm_n64``) when it ran,
+    # else with the plain ssm arm.
+    for name, row in by_arm.items():
+        base = next((b for b in ("bmojo", "SSSB", "SB") if name == b or name.startswith(b + "_n")), None)
+        if base is None:
             continue
+        ssm = by_arm.get("ssm" + name[len(base) :]) or by_arm.get("ssm")
         if ssm:
             slack = max(row.get("ppl_1x_spread", 0.0), ssm.get("ppl_1x_spread", 0.0))
-            add(f"{name} perplexity at 1x <= ssm's (within the seeds' spread, {slack:.4f})",
+            add(f"{name} perplexity at 1x <= {ssm['arm']}'s (within the seeds' spread, {slack:.4f})",
                 f"{row['ppl_1x']:.4f} vs {ssm['ppl_1x']:.4f}", row["ppl_1x"] <= ssm["ppl_1x"] + slack)  # fmt: skip
         if mamba2:
             ratio = row["ppl_1x"] / mamba2["ppl_1x"]

@@ -53,8 +53,20 @@ ARMS: dict[str, tuple[str, str | None]] = {
 # that are preset candidates, and today's bmojo with the attention-only readout (no gated SSM output).
 PATTERN_ARMS: dict[str, tuple[str, str | None]] = {"SSSB": ("bmojo", "SSSB"), "SB": ("bmojo", "SB")}
 ABLATION_ARMS: dict[str, tuple[str, str | None]] = {"bmojo_nogate": ("bmojo", "B")}
-LM_ARMS: dict[str, tuple[str, str | None]] = {**ARMS, **PATTERN_ARMS, **ABLATION_ARMS}
-CONFIG_OVERRIDES: dict[str, dict] = {"bmojo_nogate": {"ssm_output_gate": "none"}}
+# The same patterns with a Mamba-2-sized SSM state (N = 64 instead of the shape's 16): the Mamba2 arm's solved
+# state size is 63, so the gap to it may be the state, not the layer. The MLP width is re-solved as for every arm.
+STATE_ARMS: dict[str, tuple[str, str | None]] = {
+    "ssm_n64": ("bmojo", "S"),
+    "bmojo_n64": ("bmojo", "B"),
+    "bmojo_f_n64": ("bmojo", "F"),
+    "SSSB_n64": ("bmojo", "SSSB"),
+    "SB_n64": ("bmojo", "SB"),
+}
+LM_ARMS: dict[str, tuple[str, str | None]] = {**ARMS, **PATTERN_ARMS, **ABLATION_ARMS, **STATE_ARMS}
+CONFIG_OVERRIDES: dict[str, dict] = {
+    "bmojo_nogate": {"ssm_output_gate": "none"},
+    **{arm: {"ssm_state_size": 64} for arm in STATE_ARMS},
+}
 REFERENCE_ARM = "bmojo"
 PEER_CLASSES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "mamba2": "Mamba2ForCausalLM"}
 
@@ -93,9 +105,9 @@ def hybrid_layer_types(num_layers: int) -> list[str]:
 
 
 def _bmojo_config(shape: LMShape, pattern: str | None, width: int, **overrides) -> BMojoConfig:
+    """The B'MOJO config of ``pattern``; ``overrides`` (an arm's ``CONFIG_OVERRIDES``) win over the shape's fields."""
     layers = {"layer_pattern": pattern} if pattern else {"layer_types": hybrid_layer_types(shape.num_layers)}
-    return BMojoConfig(
-        **overrides,
+    fields = dict(
         vocab_size=shape.vocab_size,
         hidden_size=shape.hidden_size,
         intermediate_size=width,
@@ -116,6 +128,7 @@ def _bmojo_config(shape: LMShape, pattern: str | None, width: int, **overrides) 
         max_position_embeddings=1 << 16,
         use_cache=False,
     )
+    return BMojoConfig(**{**fields, **overrides})
 
 
 def _llama_like(cls, shape: LMShape, width: int, **extra):
