@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from benchmarks._common import RESULTS_DIR, environment_info, write_results
-from benchmarks.lm_models import LM_ARMS, PEER_CLASSES, LMShape, describe, sized_configs
+from benchmarks.lm_models import LM_ARMS, PEER_CLASSES, VARIANTS, LMShape, describe, sized_configs
 
 FACTORS = (1, 2, 4, 8, 16)
 SLOWEST_FIRST = {"mamba2": 0, "bmojo": 1, "bmojo_f": 2}  # start order of the runs: fewer idle cores at the end
@@ -244,10 +244,10 @@ def check_gated_targets(rows: list[dict]) -> list[dict]:
     # A variant (``bmojo_n64``) is compared with the ssm arm of the same variant (``ssm_n64``) when it ran,
     # else with the plain ssm arm.
     for name, row in by_arm.items():
-        base = next((b for b in ("bmojo", "SSSB", "SB") if name == b or name.startswith(b + "_n")), None)
-        if base is None:
+        suffix = next((s for s in VARIANTS if name.endswith(s)), "")
+        if name[: len(name) - len(suffix)] not in ("bmojo", "SSSB", "SB"):
             continue
-        ssm = by_arm.get("ssm" + name[len(base) :]) or by_arm.get("ssm")
+        ssm = by_arm.get("ssm" + suffix) or by_arm.get("ssm")
         if ssm:
             slack = max(row.get("ppl_1x_spread", 0.0), ssm.get("ppl_1x_spread", 0.0))
             add(f"{name} perplexity at 1x <= {ssm['arm']}'s (within the seeds' spread, {slack:.4f})",

@@ -53,19 +53,19 @@ ARMS: dict[str, tuple[str, str | None]] = {
 # that are preset candidates, and today's bmojo with the attention-only readout (no gated SSM output).
 PATTERN_ARMS: dict[str, tuple[str, str | None]] = {"SSSB": ("bmojo", "SSSB"), "SB": ("bmojo", "SB")}
 ABLATION_ARMS: dict[str, tuple[str, str | None]] = {"bmojo_nogate": ("bmojo", "B")}
-# The same patterns with a Mamba-2-sized SSM state (N = 64 instead of the shape's 16): the Mamba2 arm's solved
-# state size is 63, so the gap to it may be the state, not the layer. The MLP width is re-solved as for every arm.
-STATE_ARMS: dict[str, tuple[str, str | None]] = {
-    "ssm_n64": ("bmojo", "S"),
-    "bmojo_n64": ("bmojo", "B"),
-    "bmojo_f_n64": ("bmojo", "F"),
-    "SSSB_n64": ("bmojo", "SSSB"),
-    "SB_n64": ("bmojo", "SB"),
+# Variants of the B'MOJO arms (suffix -> config overrides), each arm ``<base><suffix>`` with its MLP width
+# re-solved to the common parameter count. The Mamba2 arm has twice the depth, an SSM inner width of twice the
+# residual (expand 2) and a solved state size of 63, so the gap to it may be the SSM's size, not the layer:
+# ``_n64`` is a Mamba-2-sized state (N = 64 instead of 16), ``_e2`` twice the SSM heads (inner width 256).
+VARIANTS: dict[str, dict] = {"_n64": {"ssm_state_size": 64}, "_e2": {"ssm_num_heads": 8}}
+VARIANT_BASES = ("ssm", "bmojo", "bmojo_f", "SSSB", "SB")
+VARIANT_ARMS: dict[str, tuple[str, str | None]] = {
+    base + suffix: {**ARMS, **PATTERN_ARMS}[base] for suffix in VARIANTS for base in VARIANT_BASES
 }
-LM_ARMS: dict[str, tuple[str, str | None]] = {**ARMS, **PATTERN_ARMS, **ABLATION_ARMS, **STATE_ARMS}
+LM_ARMS: dict[str, tuple[str, str | None]] = {**ARMS, **PATTERN_ARMS, **ABLATION_ARMS, **VARIANT_ARMS}
 CONFIG_OVERRIDES: dict[str, dict] = {
     "bmojo_nogate": {"ssm_output_gate": "none"},
-    **{arm: {"ssm_state_size": 64} for arm in STATE_ARMS},
+    **{base + suffix: overrides for suffix, overrides in VARIANTS.items() for base in VARIANT_BASES},
 }
 REFERENCE_ARM = "bmojo"
 PEER_CLASSES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "mamba2": "Mamba2ForCausalLM"}
