@@ -196,6 +196,7 @@ def summarize(runs: list[dict], settings: LMSettings) -> list[dict]:
             row[f"ppl_{factor}x"] = round(statistics.median(r["lengths"][i]["perplexity"] for r in mine), 4)
         ppl_1x = [r["lengths"][0]["perplexity"] for r in mine]
         row["ppl_1x_seeds"] = " ".join(f"{p:.3f}" for p in ppl_1x)  # per seed, in seed order
+        row["ppl_1x_mean"] = round(statistics.fmean(ppl_1x), 4)
         row["ppl_1x_spread"] = round(max(ppl_1x) - min(ppl_1x), 4)
         row["bpb_1x"] = round(statistics.median(r["lengths"][0]["bits_per_byte"] for r in mine), 4)
         row["train_seconds"] = round(statistics.median(r["train_seconds"] for r in mine), 1)
