@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from benchmarks._common import RESULTS_DIR, environment_info, write_results
-from benchmarks.lm_models import LM_ARMS, PEER_CLASSES, LMShape, describe, sized_configs
+from benchmarks.lm_models import LM_ARMS, PEER_CLASSES, VARIANTS, LMShape, describe, sized_configs
 
 FACTORS = (1, 2, 4, 8, 16)
 SLOWEST_FIRST = {"mamba2": 0, "bmojo": 1, "bmojo_f": 2}  # start order of the runs: fewer idle cores at the end
@@ -196,6 +196,7 @@ def summarize(runs: list[dict], settings: LMSettings) -> list[dict]:
             row[f"ppl_{factor}x"] = round(statistics.median(r["lengths"][i]["perplexity"] for r in mine), 4)
         ppl_1x = [r["lengths"][0]["perplexity"] for r in mine]
         row["ppl_1x_seeds"] = " ".join(f"{p:.3f}" for p in ppl_1x)  # per seed, in seed order
+        row["ppl_1x_mean"] = round(statistics.fmean(ppl_1x), 4)
         row["ppl_1x_spread"] = round(max(ppl_1x) - min(ppl_1x), 4)
         row["bpb_1x"] = round(statistics.median(r["lengths"][0]["bits_per_byte"] for r in mine), 4)
         row["train_seconds"] = round(statistics.median(r["train_seconds"] for r in mine), 1)
@@ -240,14 +241,17 @@ def check_gated_targets(rows: list[dict]) -> list[dict]:
     def add(target: str, measured: str, met: bool) -> None:
         checks.append({"target": target, "measured": measured, "met": bool(met)})
 
-    ssm, mamba2 = by_arm.get("ssm"), by_arm.get("mamba2")
-    for name in ("bmojo", "SSSB", "SB"):
-        row = by_arm.get(name)
-        if not row:
+    mamba2 = by_arm.get("mamba2")
+    # A variant (``bmojo_n64``) is compared with the ssm arm of the same variant (``ssm_n64``) when it ran,
+    # else with the plain ssm arm.
+    for name, row in by_arm.items():
+        suffix = next((s for s in VARIANTS if name.endswith(s)), "")
+        if name[: len(name) - len(suffix)] not in ("bmojo", "SSSB", "SB"):
             continue
+        ssm = by_arm.get("ssm" + suffix) or by_arm.get("ssm")
         if ssm:
             slack = max(row.get("ppl_1x_spread", 0.0), ssm.get("ppl_1x_spread", 0.0))
-            add(f"{name} perplexity at 1x <= ssm's (within the seeds' spread, {slack:.4f})",
+            add(f"{name} perplexity at 1x <= {ssm['arm']}'s (within the seeds' spread, {slack:.4f})",
                 f"{row['ppl_1x']:.4f} vs {ssm['ppl_1x']:.4f}", row["ppl_1x"] <= ssm["ppl_1x"] + slack)  # fmt: skip
         if mamba2:
             ratio = row["ppl_1x"] / mamba2["ppl_1x"]

@@ -53,8 +53,20 @@ ARMS: dict[str, tuple[str, str | None]] = {
 # that are preset candidates, and today's bmojo with the attention-only readout (no gated SSM output).
 PATTERN_ARMS: dict[str, tuple[str, str | None]] = {"SSSB": ("bmojo", "SSSB"), "SB": ("bmojo", "SB")}
 ABLATION_ARMS: dict[str, tuple[str, str | None]] = {"bmojo_nogate": ("bmojo", "B")}
-LM_ARMS: dict[str, tuple[str, str | None]] = {**ARMS, **PATTERN_ARMS, **ABLATION_ARMS}
-CONFIG_OVERRIDES: dict[str, dict] = {"bmojo_nogate": {"ssm_output_gate": "none"}}
+# Variants of the B'MOJO arms (suffix -> config overrides), each arm ``<base><suffix>`` with its MLP width
+# re-solved to the common parameter count. The Mamba2 arm has twice the depth, an SSM inner width of twice the
+# residual (expand 2) and a solved state size of 63, so the gap to it may be the SSM's size, not the layer:
+# ``_n64`` is a Mamba-2-sized state (N = 64 instead of 16), ``_e2`` twice the SSM heads (inner width 256).
+VARIANTS: dict[str, dict] = {"_n64": {"ssm_state_size": 64}, "_e2": {"ssm_num_heads": 8}}
+VARIANT_BASES = ("ssm", "bmojo", "bmojo_f", "SSSB", "SB")
+VARIANT_ARMS: dict[str, tuple[str, str | None]] = {
+    base + suffix: {**ARMS, **PATTERN_ARMS}[base] for suffix in VARIANTS for base in VARIANT_BASES
+}
+LM_ARMS: dict[str, tuple[str, str | None]] = {**ARMS, **PATTERN_ARMS, **ABLATION_ARMS, **VARIANT_ARMS}
+CONFIG_OVERRIDES: dict[str, dict] = {
+    "bmojo_nogate": {"ssm_output_gate": "none"},
+    **{base + suffix: overrides for suffix, overrides in VARIANTS.items() for base in VARIANT_BASES},
+}
 REFERENCE_ARM = "bmojo"
 PEER_CLASSES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "mamba2": "Mamba2ForCausalLM"}
 
@@ -93,9 +105,9 @@ def hybrid_layer_types(num_layers: int) -> list[str]:
 
 
 def _bmojo_config(shape: LMShape, pattern: str | None, width: int, **overrides) -> BMojoConfig:
+    """The B'MOJO config of ``pattern``; ``overrides`` (an arm's ``CONFIG_OVERRIDES``) win over the shape's fields."""
     layers = {"layer_pattern": pattern} if pattern else {"layer_types": hybrid_layer_types(shape.num_layers)}
-    return BMojoConfig(
-        **overrides,
+    fields = dict(
         vocab_size=shape.vocab_size,
         hidden_size=shape.hidden_size,
         intermediate_size=width,
@@ -116,6 +128,7 @@ def _bmojo_config(shape: LMShape, pattern: str | None, width: int, **overrides) 
         max_position_embeddings=1 << 16,
         use_cache=False,
     )
+    return BMojoConfig(**{**fields, **overrides})
 
 
 def _llama_like(cls, shape: LMShape, width: int, **extra):

@@ -39,3 +39,22 @@ def test_solve_width_finds_the_nearest_multiple(count, target):
 def test_hybrid_has_attention_every_fourth_layer_and_at_least_once():
     assert hybrid_layer_types(8) == ["ssm", "ssm", "ssm", "attention"] * 2
     assert hybrid_layer_types(2) == ["ssm", "attention"]
+
+
+def test_variant_arms_carry_their_overrides_and_keep_the_parameter_count():
+    sized = sized_configs(["bmojo", "bmojo_n64", "SSSB_e2", "ssm_e2"], FULL.shape)
+    target = sized[REFERENCE_ARM][1]
+    assert sized["bmojo_n64"][0].ssm_state_size == 64 and sized["bmojo"][0].ssm_state_size == FULL.shape.ssm_state_size
+    assert sized["SSSB_e2"][0].ssm_num_heads == 2 * FULL.shape.ssm_heads
+    assert sized["SSSB_e2"][0].layer_types == ["ssm", "ssm", "ssm", "bmojo"]
+    for arm, (_, params) in sized.items():
+        assert abs(params - target) / target < 0.02, (arm, params, target)
+    assert sized["ssm_e2"][0].intermediate_size < sized_configs(["ssm"], FULL.shape)["ssm"][0].intermediate_size
+
+
+def test_gated_targets_compare_a_variant_with_the_ssm_of_the_same_variant():
+    from benchmarks.lm import check_gated_targets
+
+    rows = [{"arm": "ssm", "ppl_1x": 3.0}, {"arm": "ssm_e2", "ppl_1x": 4.0}, {"arm": "bmojo_e2", "ppl_1x": 3.5}]
+    (check,) = [c for c in check_gated_targets(rows) if "ssm" in c["target"]]
+    assert "ssm_e2" in check["target"] and check["met"]
