@@ -36,12 +36,17 @@ VARIANTS: tuple[tuple[str, str], ...] = (
 # (file stem, title, figure stems relative to the chosen file stem: "" = <stem>.png)
 BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("lm", "Language modelling at equal size and tokens, and length extrapolation", ("_length",)),
+    ("lm_gated_e2", "Language modelling: the gated layer, the patterns and the SSM width (3 seeds)", ()),
+    ("lm_gated_e2_4x", "Language modelling at 4x the training steps (seed 0)", ()),
+    ("lm_gated_e2_step_speed", "Training tokens/s of the language-modelling arms, side by side", ()),
     ("recall", "MQAR recall against sequence length", ("_length",)),
     ("mqar", "MQAR grid (training issue)", ("",)),
     ("mqar_long", "MQAR grid, longer training (training issue)", ("",)),
     ("mqar_2500", "MQAR grid, zeros filler at 2500 steps (training issue)", ("",)),
     ("train_speed", "Training speed and memory", ("_length",)),
     ("decode", "Decode speed and cache size", ("",)),
+    ("train_speed_issue18", "Training speed and memory: the shipped pattern and the paper's memory sizes", ()),
+    ("decode_issue18", "Decode speed: the shipped pattern and the paper's memory sizes", ("",)),
     ("ops", "Op benchmarks", ()),
     ("suite", "Suite wall time", ()),
 ]
