@@ -38,6 +38,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("lm", "Language modelling at equal size and tokens, and length extrapolation", ("_length",)),
     ("lm_gated_e2", "Language modelling: the gated layer, the patterns and the SSM width (3 seeds)", ()),
     ("lm_gated_e2_4x", "Language modelling at 4x the training steps (seed 0)", ()),
+    ("lm_gated_mamba2_4x", "Language modelling at 4x the training steps: Mamba2 (seed 0)", ()),
     ("lm_gated_e2_step_speed", "Training tokens/s of the language-modelling arms, side by side", ()),
     ("recall", "MQAR recall against sequence length", ("_length",)),
     ("mqar", "MQAR grid (training issue)", ("",)),
