@@ -59,15 +59,14 @@ def build_model(name: str):
     from transformers import LlamaConfig, LlamaForCausalLM, Mamba2Config, Mamba2ForCausalLM
 
     from bmojo_neuron import BMojoForCausalLM
+    from training.presets import match_parameters
 
     if name in BMOJO_TYPES:
         return BMojoForCausalLM(bmojo_config(name))
     with torch.device("meta"):
         target = _count(BMojoForCausalLM(bmojo_config("bmojo")))
-    if name in BMOJO_ARMS:  # the MLP widened (parameters are affine in its width) to bmojo's count
-        with torch.device("meta"):
-            p0, p1 = (_count(BMojoForCausalLM(bmojo_config(name, width))) for width in (256, 512))
-        return BMojoForCausalLM(bmojo_config(name, max(8, round((256 + (target - p0) * 256 / (p1 - p0)) / 8) * 8)))
+    if name in BMOJO_ARMS:  # the MLP widened to bmojo's parameter count
+        return BMojoForCausalLM(match_parameters(bmojo_config(name), target))
     if name == "llama":
 
         def llama(intermediate):
@@ -128,9 +127,7 @@ def targets(rows: list[dict], threads: int) -> list[dict]:
     checks = []
 
     def check(name, value, goal):
-        if value is not None:
-            checks.append({"threads": threads, "target": name, "value": value, "goal": f">= {goal}",
-                           "met": value >= goal})  # fmt: skip
+        checks.extend(_check(threads, name, value, goal))
 
     for seq, goal in ((2048, 0.8), (4096, 1.0), (8192, 1.3)):
         if tps.get(("bmojo", seq)) and tps.get(("llama", seq)):
@@ -154,9 +151,15 @@ def shipped_targets(tps: dict, mem: dict, threads: int) -> list[dict]:
         pairs.append((f"llama / {arm} peak memory at 8192", mem.get(("llama", 8192)), mem.get((arm, 8192)), 1.0))
         for name, num, den, goal in pairs:
             if num and den:
-                checks.append({"threads": threads, "target": f"{name} (issue 18)", "value": num / den,
-                               "goal": f">= {goal}", "met": num / den >= goal})  # fmt: skip
+                checks += _check(threads, f"{name} (issue 18)", num / den, goal)
     return checks
+
+
+def _check(threads: int, name: str, value: float | None, goal: float) -> list[dict]:
+    """The row of one target (none when the figure is missing)."""
+    if value is None:
+        return []
+    return [{"threads": threads, "target": name, "value": value, "goal": f">= {goal}", "met": value >= goal}]
 
 
 def main(argv: list[str] | None = None) -> None:

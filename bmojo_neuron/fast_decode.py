@@ -49,15 +49,11 @@ class FusedStep:
 
 
 def rotary_inv_freq(model) -> torch.Tensor:
-    """The rotary ``inv_freq`` of ``model``'s config, computed once and kept on the model where that is safe
-    (:func:`_cacheable`)."""
+    """The rotary ``inv_freq`` of ``model``'s config, kept on the model (:func:`_model_constant`)."""
     config, device = model.config, model.norm.weight.device
-    cached = model.__dict__.get("_bmojo_inv_freq")
-    if cached is None or cached.device != device or not _cacheable(model):
-        cached = layer_rotary_inv_freq(config.head_dim, config.rope_theta, device)
-        if _cacheable(model):
-            model.__dict__["_bmojo_inv_freq"] = cached
-    return cached
+    return _model_constant(
+        model, "_bmojo_inv_freq", lambda: layer_rotary_inv_freq(config.head_dim, config.rope_theta, device)
+    )
 
 
 def prepare(model, tokens: Tokens, phase: int | None) -> FusedStep:
@@ -208,15 +204,26 @@ def _dt_bias(weight: torch.Tensor, ssm, at: int) -> torch.Tensor:
 
 
 def _full_ring_bias(model, w: int) -> torch.Tensor:
-    """(2w, 2) ring bias of a query at a position that is a multiple of 2w (after its write), cached."""
-    device = model.norm.weight.device
-    cached = model.__dict__.get("_bmojo_ring_bias")
-    if cached is None or cached.shape[0] != 2 * w or cached.device != device or not _cacheable(model):
-        one = torch.ones(1, dtype=torch.long, device=device)
-        cached = ring_bias(one * 2 * w, one * 2 * w + 1, w, 2 * w)[0]
-        if _cacheable(model):
-            model.__dict__["_bmojo_ring_bias"] = cached
-    return cached
+    """(2w, 2) ring bias of a query at a position that is a multiple of 2w (after its write), kept on the model."""
+
+    def build():
+        full = torch.full((1,), 2 * w, dtype=torch.long, device=model.norm.weight.device)
+        return ring_bias(full, full + 1, w, 2 * w)[0]
+
+    return _model_constant(model, "_bmojo_ring_bias", build, fits=lambda t: t.shape[0] == 2 * w)
+
+
+def _model_constant(model, key: str, build, fits=lambda t: True) -> torch.Tensor:
+    """``build()``, kept in ``model.__dict__[key]`` and reused while it is on the model's device and ``fits``,
+    when caching is safe (:func:`_cacheable`); otherwise built afresh on every call."""
+    cacheable = _cacheable(model)
+    cached = model.__dict__.get(key)
+    if cacheable and cached is not None and cached.device == model.norm.weight.device and fits(cached):
+        return cached
+    value = build()
+    if cacheable:
+        model.__dict__[key] = value
+    return value
 
 
 # ----------------------------------------------------------------------------------------------- the mixers

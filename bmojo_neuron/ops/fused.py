@@ -223,13 +223,16 @@ def _causal_conv(xp: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, seq
     return y
 
 
+def _padded_causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+    """x with its K - 1 zero rows in front and the conv before the silu, both in at least fp32."""
+    xp = F.pad(at_least_fp32(x), (0, 0, weight.shape[-1] - 1, 0))
+    return xp, _causal_conv(xp, at_least_fp32(weight), at_least_fp32(bias), x.shape[1])
+
+
 class _CausalConvSiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        kernel = weight.shape[-1]
-        y = _causal_conv(
-            F.pad(at_least_fp32(x), (0, 0, kernel - 1, 0)), at_least_fp32(weight), at_least_fp32(bias), x.shape[1]
-        )
+        _, y = _padded_causal_conv(x, weight, bias)
         ctx.save_for_backward(x, weight, bias)
         return F.silu(y).to(x.dtype)
 
@@ -237,9 +240,8 @@ class _CausalConvSiLU(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         x, weight, bias = ctx.saved_tensors
         seq, kernel = x.shape[1], weight.shape[-1]
-        xp = F.pad(at_least_fp32(x), (0, 0, kernel - 1, 0))
         wf = at_least_fp32(weight)
-        y = _causal_conv(xp, wf, at_least_fp32(bias), seq)  # recomputed: K multiply-adds, nothing was saved
+        xp, y = _padded_causal_conv(x, weight, bias)  # recomputed: K multiply-adds, nothing was saved
         sig = torch.sigmoid(y)
         grad_y = at_least_fp32(grad_out) * sig * (1 + y * (1 - sig))
         grad_x = grad_w = grad_b = None
