@@ -116,6 +116,10 @@ class BMojoConfig(PreTrainedConfig):
         max_position_embeddings: longest context the model is meant for (informational; B'MOJO layers
             other than ``attention`` have constant-size state).
         initializer_range: standard deviation of the normal weight initialisation.
+        fuse_linear_cross_entropy: when training with labels (``model.train()``, autograd on), compute the
+            output layer and the loss together, a chunk of tokens at a time (``ops.cross_entropy``): the same
+            loss and gradients without the vocabulary-sized logits, which the output then leaves as ``None``
+            (as fla's models do). ``False`` always returns the logits.
     """
 
     model_type = "bmojo"
@@ -159,6 +163,7 @@ class BMojoConfig(PreTrainedConfig):
     hidden_act: str = "silu"
     use_cache: bool = True
     tie_word_embeddings: bool = False
+    fuse_linear_cross_entropy: bool = True
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -291,7 +296,7 @@ class BMojoConfig(PreTrainedConfig):
         _check_float("initializer_range", self.initializer_range, allow_zero=True)
         if self.hidden_act != "silu":
             raise ValueError(f"hidden_act must be 'silu' (SwiGLU), got {self.hidden_act!r}")
-        for name in ("tie_word_embeddings", "use_cache"):
+        for name in ("tie_word_embeddings", "use_cache", "fuse_linear_cross_entropy"):
             if not isinstance(getattr(self, name), bool):  # "no" would be truthy and tie the embeddings
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 

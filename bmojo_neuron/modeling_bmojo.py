@@ -24,7 +24,9 @@ from . import fast_decode
 from .cache import BMojoCache
 from .configuration_bmojo import BMojoConfig
 from .layers import MIXERS, BMojoEideticMemory, BMojoMLP, BMojoRMSNorm, BMojoSSM, FadingAttention, Tokens
-from .layers.common import permute_rows, rotary_cos_sin
+from .layers.common import permute_rows, plain_linear, rotary_cos_sin
+from .ops.cross_entropy import IGNORE_INDEX, linear_cross_entropy, next_token_labels
+from .ops.fused import at_least_fp32
 
 
 class BMojoDecoderLayer(GradientCheckpointingLayer):
@@ -252,6 +254,19 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
+    def _fuses_loss(self, logits_to_keep) -> bool:
+        """Whether the loss comes from the fused output layer and loss (``config.fuse_linear_cross_entropy``):
+        only in a training step over the whole sequence through a plain output ``Linear``."""
+        return (
+            self.config.fuse_linear_cross_entropy
+            and self.training
+            and torch.is_grad_enabled()
+            and isinstance(logits_to_keep, int)
+            and logits_to_keep == 0
+            and plain_linear(self.lm_head)
+            and self.lm_head.bias is None
+        )
+
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
@@ -267,7 +282,8 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
     ) -> BMojoCausalLMOutput:
-        """``labels``: (batch, seq) token ids, -100 to ignore; the loss is the next-token cross-entropy.
+        """``labels``: (batch, seq) token ids, -100 to ignore; the loss is the next-token cross-entropy. In a
+        training step with labels the logits are ``None`` unless ``config.fuse_linear_cross_entropy`` is off.
 
         There is no ``**kwargs``: an argument this model does not know raises ``TypeError`` instead of being
         dropped (a renamed cache argument, swallowed that way, once made every decode step start from scratch).
@@ -281,13 +297,17 @@ class BMojoForCausalLM(BMojoPreTrainedModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
         )
         hidden = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden[:, keep])
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(
-                logits[:, :-1].float().reshape(-1, self.vocab_size), labels[:, 1:].reshape(-1), ignore_index=-100
-            )
+        logits = loss = None
+        if labels is not None and self._fuses_loss(logits_to_keep):
+            loss = linear_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, next_token_labels(labels).flatten())
+        else:
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden[:, keep])
+            if labels is not None:
+                loss = F.cross_entropy(
+                    at_least_fp32(logits).flatten(0, 1), next_token_labels(labels).flatten(), ignore_index=IGNORE_INDEX
+                )
+        if loss is not None:
             if outputs.aux_loss is not None and self.config.eidetic_aux_loss_weight > 0:
                 loss = loss + self.config.eidetic_aux_loss_weight * outputs.aux_loss
         return BMojoCausalLMOutput(
