@@ -109,7 +109,9 @@ def test_model_training_step_fused_equals_plain(small_chunks, tie):
     torch.testing.assert_close(out_f.loss, out_p.loss, rtol=1e-5, atol=1e-6)
     assert grads_f.keys() == grads_p.keys()
     for name in grads_p:
-        torch.testing.assert_close(grads_f[name], grads_p[name], rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            grads_f[name], grads_p[name], rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}"
+        )
 
 
 def test_model_returns_logits_outside_training_steps():
