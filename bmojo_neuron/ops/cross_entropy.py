@@ -65,13 +65,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h = hidden[start : start + rows]
             index = safe[start : start + rows, None]
             kept = keep[start : start + rows, None]
-            logits = at_least_fp32(h @ weight.t())
+            logits = at_least_fp32(F.linear(h, weight))
             lse = torch.logsumexp(logits, dim=-1, keepdim=True)
             total = total + ((lse - logits.gather(1, index)) * kept).sum()
-            # d loss_row / d logits = softmax - one_hot(label), zero on ignored rows (the 1/count comes later).
-            grad = logits.sub_(lse).exp_()
-            grad.scatter_add_(1, index, torch.full(index.shape, -1.0, dtype=grad.dtype, device=grad.device))
-            grad = (grad * kept).to(weight.dtype)
+            # d loss_row / d logits = softmax - one_hot(label), zero on ignored rows (the 1/count comes later):
+            # an ignored row subtracts +inf, so its exponentials are exactly 0 without a pass over the chunk.
+            grad = logits.sub_(lse.masked_fill(~kept, float("inf"))).exp_()
+            grad.scatter_add_(1, index, -kept.to(grad.dtype))
+            grad = grad.to(weight.dtype)
             if need_hidden:
                 grad_hidden[start : start + rows] = grad @ weight
             if need_weight:
