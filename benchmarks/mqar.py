@@ -213,16 +213,23 @@ def hit_rate(config) -> dict:
 SAME_IN_MERGED_RUNS = ("steps", "train_examples", "batch_size", "lr", "vocab", "layers", "mode", "model_overrides")
 
 
-def merge(paths: list[Path]) -> tuple[list[dict], dict]:
+def _grid_field(meta: dict, key: str):
+    """A meta field that must agree between merged runs; runs older than ``--set`` have no overrides."""
+    value = meta.get(key)
+    return {} if key == "model_overrides" and value is None else value
+
+
+def merge(paths: list[Path], arms: list[str] | None = None) -> tuple[list[dict], dict]:
     """The cells of several runs of one grid (e.g. its layer types split over two machines or processes) as one
-    result: rows in grid order, the first run's meta plus where each part came from, targets recomputed."""
+    result: rows in grid order, the first run's meta plus where each part came from, targets recomputed.
+    ``arms``: keep only these arms' cells (e.g. the baselines of an older run beside new arms)."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     first = runs[0]["meta"]
     for path, run_ in zip(paths[1:], runs[1:]):
-        differ = [k for k in SAME_IN_MERGED_RUNS if run_["meta"].get(k) != first.get(k)]
+        differ = [k for k in SAME_IN_MERGED_RUNS if _grid_field(run_["meta"], k) != _grid_field(first, k)]
         if differ:
             raise ValueError(f"{path}: not the same grid as {paths[0]} (differs in {', '.join(differ)})")
-    rows = [row for run_ in runs for row in run_["rows"]]
+    rows = [row for run_ in runs for row in run_["rows"] if arms is None or row["layer_type"] in arms]
     cells = [(*group_key(r), r["layer_type"]) for r in rows]
     if len(set(cells)) != len(cells):
         raise ValueError(f"the runs share cells: {sorted({c for c in cells if cells.count(c) > 1})}")
@@ -255,8 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="AdamW peak learning rate (default 1e-3: at 3e-3 even full attention stays at chance)")  # fmt: skip
     parser.add_argument("--vocab", type=int, help="MQAR vocabulary (default: full 8192 as Zoology, cpu/quick 256)")
     parser.add_argument("--fillers", help="comma-separated subset of the grid's fillers (zeros, random)")
-    parser.add_argument("--layer-types", default=",".join(DEFAULT_ARMS),
-                        help=f"comma-separated arms, from {', '.join(ARMS)} (SB: ssm then bmojo; hybrid: ssm then attention)")  # fmt: skip
+    parser.add_argument("--layer-types",
+                        help=f"comma-separated arms, from {', '.join(ARMS)} (SB: ssm then bmojo; hybrid: ssm then "
+                        f"attention; default {','.join(DEFAULT_ARMS)}); with --merge, the arms to keep")  # fmt: skip
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-tqdm", action="store_true")
     parser.add_argument("--name", help="results file stem (default: mqar, mqar_cpu or mqar_quick by --grid)")
@@ -275,11 +283,18 @@ def _merge_files(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     if missing:
         parser.error(f"--merge: no such file: {', '.join(missing)}")
     try:
-        rows, meta = merge(args.merge)
+        rows, meta = merge(args.merge, _arms(parser, args.layer_types) if args.layer_types else None)
     except (ValueError, KeyError, json.JSONDecodeError) as e:
         parser.error(f"--merge: {e}")
     write(args.name, rows, meta)
     return 0
+
+
+def _arms(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    arms = [t.strip() for t in text.split(",")]
+    if not set(arms) <= set(ARMS):
+        parser.error(f"--layer-types: choose from {', '.join(ARMS)}, got {text!r}")
+    return arms
 
 
 def _model_overrides(parser: argparse.ArgumentParser, items: list[str]) -> dict:
@@ -356,9 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             "layers": 2, "mode": mode, "model_overrides": args.model_overrides}  # fmt: skip
     print("\n".join(f"{k}: {v}" for k, v in meta.items()))
     tokenizer = load_tokenizer("byte")
-    layer_types = [t.strip() for t in args.layer_types.split(",")]
-    if not set(layer_types) <= set(ARMS):
-        parser.error(f"--layer-types: choose from {', '.join(ARMS)}, got {args.layer_types!r}")
+    layer_types = _arms(parser, args.layer_types or ",".join(DEFAULT_ARMS))
     cells = [
         (setting, hidden, filler, layer_type)
         for setting, hidden, filler in itertools.product(grid["settings"], grid["hidden"], grid["fillers"])

@@ -61,3 +61,28 @@ def test_merge_refuses_runs_that_do_not_fit_together(tmp_path, second_rows, seco
     b = _results(tmp_path / "b.json", second_rows, **second_meta)
     with pytest.raises(ValueError, match=message):
         merge([a, b])
+
+
+def test_merge_keeps_chosen_arms_and_takes_runs_older_than_overrides(tmp_path):
+    old = _results(tmp_path / "old.json", [_row("zeros", "bmojo", 0.9), _row("zeros", "ssm", 0.1)])  # no overrides
+    new = _results(tmp_path / "new.json", [_row("zeros", "bmojo", 0.97), _row("zeros", "SB", 0.96)], model_overrides={})
+    with pytest.raises(ValueError, match="share cells"):  # both runs hold a bmojo cell
+        merge([old, new])
+    with pytest.raises(ValueError, match="share cells"):
+        merge([old, new], arms=["ssm", "bmojo"])
+    rows, meta = merge([old, new], arms=["ssm", "SB"])
+    assert [(r["layer_type"], r["accuracy"]) for r in rows] == [("ssm", 0.1), ("SB", 0.96)]
+    assert len(meta["merged_from"]) == 2
+
+
+def test_stacks_are_checked_against_every_baseline():
+    rows = [
+        _row("zeros", a, acc) for a, acc in [("sliding_attention", 0.5), ("ssm", 0.2), ("hybrid", 0.97), ("SB", 0.96)]
+    ]
+    checks = {c["target"]: c["met"] for c in target_checks(rows)}
+    assert checks == {
+        f"T=128, 8 pairs, d=128, zeros: SB >= {TARGET}": True,
+        "T=128, 8 pairs, d=128, zeros: SB > sliding_attention": True,
+        "T=128, 8 pairs, d=128, zeros: SB > ssm": True,
+        "T=128, 8 pairs, d=128, zeros: SB > hybrid": False,
+    }
