@@ -103,6 +103,10 @@ class BMojoCache(Cache):
         # advanced by calls without an attention_mask, None (unknown) after any masked call or `load_tensors`.
         # Decoding uses it to skip work that a known position makes unnecessary (bmojo_neuron.fast_decode).
         self.host_position: int | None = None
+        # The fused decode step checks its folded weights against the parameters once per cache (at its first
+        # fused step after allocate/reset/load_tensors), not at every token: weights changed in the middle of
+        # a generation are not noticed (the state was computed with the old ones anyway).
+        self.fused_weights_checked = False
 
     @property
     def constant_size(self) -> bool:
@@ -119,6 +123,7 @@ class BMojoCache(Cache):
         self.positions = torch.zeros(batch, dtype=torch.long, device=device)
         self.steps = 0
         self.host_position = 0
+        self.fused_weights_checked = False
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.steps
@@ -160,6 +165,7 @@ class BMojoCache(Cache):
             self.positions = torch.zeros_like(self.positions)
             self.host_position = 0
         self.steps = 0
+        self.fused_weights_checked = False
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("a B'MOJO state summarises the past; it cannot be cropped")
@@ -189,6 +195,7 @@ class BMojoCache(Cache):
             layer.tensors = {name: next(it) for name in layer.tensors}
         self.steps = steps
         self.host_position = None
+        self.fused_weights_checked = False
 
 
 __all__ = ["BMojoCache", "BMojoLayerState"]

@@ -47,6 +47,7 @@ class FusedStep:
     sin_signed: torch.Tensor  # (B, 1, head_dim) the matching layers.common.signed_sin
     ring_bias: torch.Tensor | None = None  # (B, 2R): [raw, fading] logit bias of each ring slot
     scatter_index: torch.Tensor | None = None  # (B, 1, 4, K, D) ring index of the new entry (phase unknown)
+    check_weights: bool = True  # compare each layer's fused weights with its parameters (once per cache)
 
 
 def rotary_inv_freq(model) -> torch.Tensor:
@@ -57,10 +58,12 @@ def rotary_inv_freq(model) -> torch.Tensor:
     )
 
 
-def prepare(model, tokens: Tokens, phase: int | None) -> FusedStep:
-    """The per-step constants of the fused step for ``model``'s layers."""
+def prepare(model, tokens: Tokens, phase: int | None, check_weights: bool = True) -> FusedStep:
+    """The per-step constants of the fused step for ``model``'s layers. ``check_weights``: whether the layers'
+    fused weights must be compared with their parameters (the model asks once per cache: a check of every
+    parameter's identity, storage and version cost ~5% of a token's time at every step)."""
     config = model.config
-    step = FusedStep(phase, tokens.cos, signed_sin(tokens.sin))
+    step = FusedStep(phase, tokens.cos, signed_sin(tokens.sin), check_weights=check_weights)
     if any(isinstance(layer.mixer, FadingAttention) for layer in model.layers):
         w = config.sliding_window
         size = 2 * w
@@ -80,7 +83,7 @@ def layer_step(layer, hidden: torch.Tensor, tokens: Tokens, state) -> torch.Tens
     the layer must take its general incremental form."""
     if not isinstance(layer.mixer, (SSMMixer, FadingAttention)):
         return None
-    weights = _layer_weights(layer)
+    weights = _layer_weights(layer, tokens.fused.check_weights)
     if weights is None:
         return None
     x = _mixer_step(layer, weights, hidden[:, 0], tokens, state)
@@ -117,16 +120,16 @@ def _same_key(a: tuple, b: tuple) -> bool:
     )
 
 
-def _layer_weights(layer) -> dict | None:
+def _layer_weights(layer, check: bool = True) -> dict | None:
     """Fused decode weights of a layer (cached on it), or None if the layer must take the general path.
 
-    The cache is rebuilt when a parameter is replaced, moved or changed in place, or a submodule replaced
-    (hooks added later to an unchanged module are not noticed).
+    With ``check``, the cache is rebuilt when a parameter was replaced, moved or changed in place, or a
+    submodule replaced (hooks added later to an unchanged module are not noticed); without, it is trusted.
     """
     if torch.compiler.is_compiling() or not _has_storage(layer.input_layernorm.weight):
         return _uncached_weights(layer)  # tracing (torch.export, torch.compile): the fusion joins the graph
     cached = layer.__dict__.get("_bmojo_decode_weights")
-    if cached is not None and _same_key(_param_key(cached[2]), cached[0]):
+    if cached is not None and (not check or _same_key(_param_key(cached[2]), cached[0])):
         return cached[1]
     weights = _uncached_weights(layer)
     modules = list(layer.modules())

@@ -228,7 +228,9 @@ class BMojoModel(BMojoPreTrainedModel):
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, hidden.dtype, inv_freq)
         tokens = Tokens(mask, cos, sin, start, mask.sum(-1), positions, fresh=host_position == 0)
         if fast_decode.fast_decode_ok(hidden):
-            tokens.fused = fast_decode.prepare(self, tokens, host_position if known else None)
+            check = not cache.fused_weights_checked
+            tokens.fused = fast_decode.prepare(self, tokens, host_position if known else None, check_weights=check)
+            cache.fused_weights_checked = True
         return tokens, order, restore
 
 

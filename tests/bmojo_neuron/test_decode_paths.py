@@ -4,7 +4,8 @@ general ones and the full forward.
 The decode step takes one of two eidetic paths: with every row's position known on the host (no attention
 mask since the cache was empty) it writes into the chunk slot and merges only on chunk boundaries; with a
 mask it runs the branch-free step. Fused projection weights are cached on each layer and must follow
-parameter changes. With autograd on, the general path runs.
+parameter changes made between generations (they are checked once per cache). With autograd on, the general
+path runs.
 """
 
 from __future__ import annotations
@@ -58,8 +59,16 @@ def test_fused_weights_follow_parameter_changes():
     layer.mixer.q_proj.weight.mul_(1.5)  # in place
     layer.mlp.up_proj.weight = torch.nn.Parameter(layer.mlp.up_proj.weight * 0.5)  # replaced
     model.model.layers[1].mixer.ssm.in_proj.weight.add_(0.01)
-    cached, _ = decode(model, ids, with_mask=False)
+    cached, cache = decode(model, ids, with_mask=False)
     torch.testing.assert_close(cached, full_logits(model, ids), atol=ATOL, rtol=0)
+    assert cache.fused_weights_checked
+
+    # The same cache, reset, checks again.
+    model.model.layers[0].mixer.k_proj.weight.mul_(0.5)  # folded into the fused projection (a copy)
+    cache.reset()
+    again = [model(ids[:, :PROMPT], cache=cache, use_cache=True).logits]
+    again += [model(ids[:, i : i + 1], cache=cache, use_cache=True).logits for i in range(PROMPT, ids.shape[1])]
+    torch.testing.assert_close(torch.cat(again, 1), full_logits(model, ids), atol=ATOL, rtol=0)
 
 
 def test_autograd_takes_the_general_path_with_the_same_result():
