@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seqs", type=int, nargs="+", default=None)
     parser.add_argument("--models", nargs="+", default=[*BMOJO_TYPES, *BMOJO_ARMS, *PEERS])
+    parser.add_argument("--name", help="results file stem (default: train_speed, or train_speed_quick)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     checks = [c for threads in args.threads for c in targets(rows, threads)]
     for c in checks:
         print(c)
-    name = "train_speed_quick" if args.quick else "train_speed"
+    name = args.name or ("train_speed_quick" if args.quick else "train_speed")
     table = [{k: r.get(k) for k in ("model", "threads", "seq", "params_m", "tokens_per_s", "step_s",
                                     "peak_extra_mb", "error") if k in r} for r in rows]  # fmt: skip
     json_path, md_path = write_results(name, table + checks, {**meta, "quick": args.quick})
