@@ -96,9 +96,7 @@ def layer_step(layer, hidden: torch.Tensor, tokens: Tokens, state) -> torch.Tens
 
 
 def _param_key(modules) -> tuple:
-    """What the fused weights depend on: the parameters (identity, storage, version) and the submodules.
-
-    Checked for every layer at every step, so it is built from lists and compared with C-level loops."""
+    """What the fused weights depend on: the parameters (identity, storage, version) and the submodules."""
     params = [p for m in modules for p in m._parameters.values() if p is not None]
     try:
         versions = [p._version for p in params]
