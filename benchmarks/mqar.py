@@ -2,22 +2,26 @@
 
 The grid of the training issue: 2-layer models at hidden 64 and 128, sequences much longer than the
 window (window 32; sequence 256 with 16 pairs and 512 with 32 pairs; eidetic slots = 4 x pairs, so
-keys and values both fit), both fillers, and the layer types ``attention`` (the ceiling),
-``sliding_attention``, ``ssm``, ``bmojo_f`` and ``bmojo``. Every model's MLP width is solved so that its
-parameter count matches the ``bmojo`` model of the same hidden size. Training goes through the training
-package (HF Trainer, AdamW, cosine), one run per cell.
+keys and values both fit), both fillers, and the arms ``attention`` (the ceiling), ``sliding_attention``,
+``ssm``, ``bmojo_f``, ``bmojo``, ``hybrid`` (``ssm`` then ``attention``) and ``SB`` (``ssm`` then ``bmojo``,
+the 2-layer form of the presets' ``SSSB``). Every model's MLP width is solved so that its parameter count
+matches the ``bmojo`` model of the same hidden size. Training goes through the training package (HF Trainer,
+AdamW, cosine), one run per cell.
 
 This is a long benchmark (hours on a CPU; the full grid is meant for an accelerator), not a test.
-``--grid cpu`` runs the part of the grid a CPU session can afford (sequence 128 = 8 windows with 8 pairs at
-hidden 128, both fillers, 600 steps: about 45 minutes on 2 cores); ``--quick`` runs one small setting (sequence 128, 8
-pairs, window 16, hidden 64, random filler) in minutes. Results:
+``--grid cpu`` runs the part of the grid a CPU session can afford: sequence 128 = 8 windows with 8 pairs at
+hidden 128, both fillers, 1500 steps (at 600, every arm but full attention on the random filler was still far
+from recall). One cell takes 15 (``attention``) to 60 (``bmojo``) minutes on one thread, the grid about 7 hours
+of one core: split it over processes (below). ``--quick`` runs one small setting (sequence 128, 8 pairs,
+window 16, hidden 64, random filler) in minutes, as a pipeline check. Results:
 ``benchmarks/results/mqar[_cpu|_quick].{json,md,png}`` with versions, git sha and machine.
 
 Cells are independent runs, so a grid can be split over processes or machines (``--layer-types``,
-``--fillers``) and joined with ``--merge a.json b.json --name NAME``. The longer CPU run of docs/results.md was made so:
-``--grid cpu --steps 1500 --train-examples 96000 --fillers zeros --threads 1``, one process per group of
-layer types, merged into ``mqar_long_cpu``; the zeros-filler row again with ``--steps 2500 --train-examples
-160000``, merged into ``mqar_2500_cpu``.
+``--fillers``) and joined with ``--merge a.json b.json --name NAME`` (``--layer-types`` there keeps only those
+arms, e.g. an older run's baselines beside new arms). The runs of docs/results.md: ``mqar_long_cpu`` (before the
+gated SSM output) was ``--grid cpu --threads 1`` at 1500 steps, one process per group of layer types; the
+zeros-filler row again at 2500 steps and 160000 examples in ``mqar_2500_cpu``; ``mqar_gated_cpu`` joins the
+gated ``bmojo``, ``hybrid`` and ``SB`` cells with ``mqar_long_cpu``'s attention, sliding-window and ``ssm`` ones.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ STACKS: dict[str, tuple[str, ...]] = {
     "SB": ("ssm", "bmojo"),
 }
 ARMS = tuple(STACKS)
-DEFAULT_ARMS = LAYER_TYPES
+DEFAULT_ARMS = ARMS
 TARGET = 0.95  # the issue's target for bmojo
 # The arms with eidetic memory that must reach TARGET, and the arms each must beat.
 RECALL_ARMS = ("bmojo", "SB")
@@ -78,14 +82,14 @@ FULL = {
     "train_examples": 100_000,
     "vocab": 8192,  # Zoology's
 }
-# What one CPU session can run (~45 minutes on 2 cores): a sequence 8 windows long at hidden 128.
+# What a CPU can run in hours: a sequence 8 windows long at hidden 128.
 CPU = {
     "settings": [Setting(128, 8, 16, 32)],
     "hidden": [128],
     "fillers": ["zeros", "random"],
-    "steps": 600,
+    "steps": 1500,
     "batch_size": 64,
-    "train_examples": 38_400,
+    "train_examples": 96_000,
     "vocab": 256,  # the output layer of a 8192 vocabulary would cost more than the model on a CPU
 }
 QUICK = {
@@ -251,10 +255,10 @@ def write(name: str, rows: list[dict], meta: dict) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grid", choices=GRIDS, default="full",
-                        help="full: the issue's grid (hours); cpu: sequence 128 at hidden 128, both fillers (~45 min); "
+                        help="full: the issue's grid (hours); cpu: sequence 128 at hidden 128, both fillers (~7 core-hours); "
                         "quick: one small setting (minutes)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="same as --grid quick")
-    parser.add_argument("--steps", type=int, help="optimizer steps per cell (default: full 4000, cpu 600, quick 300)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per cell (default: full 4000, cpu 1500, quick 300)")
     parser.add_argument("--train-examples", type=int, help="MQAR training examples (default: the grid's)")
     parser.add_argument("--eval-examples", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, help="examples per step (default: full/cpu 64, quick 32)")
