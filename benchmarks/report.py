@@ -44,6 +44,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("mqar", "MQAR grid (training issue)", ("",)),
     ("mqar_long", "MQAR grid, longer training (training issue)", ("",)),
     ("mqar_2500", "MQAR grid, zeros filler at 2500 steps (training issue)", ("",)),
+    ("mqar_gated", "MQAR grid at 1500 steps: the gated bmojo layer, the SB pattern and the hybrid", ("",)),
     ("train_speed", "Training speed and memory", ("_length",)),
     ("decode", "Decode speed and cache size", ("",)),
     ("train_speed_issue18", "Training speed and memory: the shipped pattern and the paper's memory sizes", ()),
