@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .fused import at_least_fp32
+from .fused import at_least_fp32, keeps_autocast
 
 IGNORE_INDEX = -100
 # Logits of at most this many elements exist at a time: 16 MB in fp32 (512 tokens of a 8192 vocabulary, where
@@ -51,6 +51,7 @@ def chunk_rows(vocab_size: int) -> int:
     return max(16, CHUNK_ELEMENTS // max(vocab_size, 1))
 
 
+@keeps_autocast
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, labels, ignore_index: int, rows: int):

@@ -21,6 +21,33 @@ import torch
 import torch.nn.functional as F
 
 
+def keeps_autocast(function: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
+    """Class decorator: the Function's backward runs under the autocast state its forward ran under.
+
+    Autograd runs backwards outside any ``torch.autocast`` region, so a backward that multiplies a bf16
+    gradient (the output of an autocast forward) by an fp32 weight fails. ``torch.amp.custom_fwd`` /
+    ``custom_bwd`` fix this for one device type named in advance; these Functions run on CPU, XLA and Neuron
+    devices, so the device type is read from the first tensor argument instead."""
+    forward, backward = function.forward, function.backward
+
+    def forward_keeping_autocast(ctx, *args):
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        enabled = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+        ctx.autocast = (device, torch.get_autocast_dtype(device)) if enabled else None
+        return forward(ctx, *args)
+
+    def backward_under_forward_autocast(ctx, *grads):
+        if ctx.autocast is None:
+            return backward(ctx, *grads)
+        device, dtype = ctx.autocast
+        with torch.autocast(device, dtype=dtype):
+            return backward(ctx, *grads)
+
+    function.forward = staticmethod(forward_keeping_autocast)
+    function.backward = staticmethod(backward_under_forward_autocast)
+    return function
+
+
 def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
     """Upcast half precision to fp32 for reductions and exponentials; keep fp64 as it is."""
     if t.dtype in (torch.float32, torch.float64):
@@ -64,6 +91,7 @@ def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tor
     return weight * xf.to(x.dtype)
 
 
+@keeps_autocast
 class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -100,6 +128,7 @@ def gated_rms_norm_reference(y: torch.Tensor, z: torch.Tensor, weight: torch.Ten
     return rms_norm_reference(gated, weight, eps)
 
 
+@keeps_autocast
 class _GatedRMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -140,6 +169,7 @@ def swiglu_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+@keeps_autocast
 class _SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -177,6 +207,7 @@ def swiglu_down_reference(gate: torch.Tensor, up: torch.Tensor, weight: torch.Te
     return F.linear(F.silu(gate) * up, weight)
 
 
+@keeps_autocast
 class _SwiGLUDown(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -229,6 +260,7 @@ def _padded_causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return xp, _causal_conv(xp, at_least_fp32(weight), at_least_fp32(bias), x.shape[1])
 
 
+@keeps_autocast
 class _CausalConvSiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..constants import MASKED_LOGIT
+from ..fused import keeps_autocast
 
 # Logits per group of query blocks (forward and backward): bounds the transient memory (a few tensors of
 # this many floats) while keeping the matmuls large enough to run at full speed.
@@ -138,6 +139,7 @@ def _logits(geo, qg, keys, mask):
     return logits.view(b, h, n, geo.groups * geo.block, -1)
 
 
+@keeps_autocast
 class _BlockedAttention(torch.autograd.Function):
     """Tensors in: scaled queries (batch, kv_heads, n_blocks, groups * block, dim), padded band keys/values
     (batch, kv_heads, total, dim), slot keys/values (batch, kv_heads, n_blocks, slots, dim), slot bias
