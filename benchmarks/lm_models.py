@@ -52,7 +52,9 @@ ARMS: dict[str, tuple[str, str | None]] = {
 # Arms of the language-modelling benchmark only (the recall benchmark keeps ARMS): B'MOJO layer patterns
 # that are preset candidates, and today's bmojo with the attention-only readout (no gated SSM output).
 PATTERN_ARMS: dict[str, tuple[str, str | None]] = {"SSSB": ("bmojo", "SSSB"), "SB": ("bmojo", "SB")}
-ABLATION_ARMS: dict[str, tuple[str, str | None]] = {"bmojo_nogate": ("bmojo", "B")}
+# ``bmojo_e2_g0``: the expansion-2 bmojo with its SSM-output gate starting at 0 instead of 1 (it starts as the
+# attention-only readout; with the gate at 1 the layer did not learn MQAR recall in 1500 steps).
+ABLATION_ARMS: dict[str, tuple[str, str | None]] = {"bmojo_nogate": ("bmojo", "B"), "bmojo_e2_g0": ("bmojo", "B")}
 # Variants of the B'MOJO arms (suffix -> config overrides), each arm ``<base><suffix>`` with its MLP width
 # re-solved to the common parameter count. The Mamba2 arm has twice the depth, an SSM inner width of twice the
 # residual (expand 2) and a solved state size of 63, so the gap to it may be the SSM's size, not the layer:
@@ -65,6 +67,7 @@ VARIANT_ARMS: dict[str, tuple[str, str | None]] = {
 LM_ARMS: dict[str, tuple[str, str | None]] = {**ARMS, **PATTERN_ARMS, **ABLATION_ARMS, **VARIANT_ARMS}
 CONFIG_OVERRIDES: dict[str, dict] = {
     "bmojo_nogate": {"ssm_output_gate": "none"},
+    "bmojo_e2_g0": {"ssm_num_heads": 8, "ssm_output_gate_init": 0.0},
     **{base + suffix: overrides for suffix, overrides in VARIANTS.items() for base in VARIANT_BASES},
 }
 REFERENCE_ARM = "bmojo"

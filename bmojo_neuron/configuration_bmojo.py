@@ -106,6 +106,9 @@ class BMojoConfig(PreTrainedConfig):
             output projection, so that a layer with that projection at zero is its SSM (Mamba as a special
             case); ``none`` is the attention-only readout of AWS's B'MOJO-F, where ``s_i`` first reaches the
             output ``w`` positions later, through the fading window.
+        ssm_output_gate_init: the value every channel of the ``vector`` gate starts from (1: the layer starts
+            as its SSM plus the attention; 0: it starts as the attention-only readout and learns how much of
+            ``s_i`` to add).
         ssm_state_size: ``N``, the SSM state size per head.
         ssm_num_heads: ``H``, SSM heads (scalar decay per head).
         ssm_head_dim: ``P``, the SSM head width; ``H * P`` is the SSM inner width.
@@ -151,6 +154,7 @@ class BMojoConfig(PreTrainedConfig):
     eidetic_innovation: str = "predictor"
     eidetic_innovation_norm: str = "chunk"
     ssm_output_gate: str = "vector"
+    ssm_output_gate_init: float = 1.0
     ssm_state_size: int = 16
     ssm_num_heads: int = 4
     ssm_head_dim: int = 32
@@ -291,6 +295,7 @@ class BMojoConfig(PreTrainedConfig):
     def _check_scalars(self) -> None:
         """Floats, the activation and the booleans."""
         _check_float("eidetic_aux_loss_weight", self.eidetic_aux_loss_weight, allow_zero=True)
+        _check_float("ssm_output_gate_init", self.ssm_output_gate_init, allow_zero=True)
         _check_float("rope_theta", self.rope_theta, allow_zero=False)
         _check_float("rms_norm_eps", self.rms_norm_eps, allow_zero=False)
         _check_float("initializer_range", self.initializer_range, allow_zero=True)

@@ -96,7 +96,7 @@ class BMojoPreTrainedModel(PreTrainedModel):
             init.kaiming_uniform_(module.conv1d.weight, a=math.sqrt(5))
             init.zeros_(module.conv1d.bias)
         elif isinstance(module, FadingAttention) and module.ssm_gate is not None:
-            init.ones_(module.ssm_gate)
+            init.constant_(module.ssm_gate, self.config.ssm_output_gate_init)
         elif isinstance(module, BMojoEideticMemory):
             # Start from "innovation decides" (ties broken by it), let the learned terms grow from zero.
             init.ones_(module.innovation_scale)

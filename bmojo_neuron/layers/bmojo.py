@@ -29,7 +29,8 @@ class FadingAttention(BMojoAttention):
         self.eidetic: BMojoEideticMemory | None = None  # the `bmojo` subclass sets it
         # The gated current SSM output (docs/layer.md): `o_proj(attn_i) + g * s_i`. Without it s_i first
         # reaches the output w positions later (fading window) and Mamba is not a special case.
-        self.ssm_gate = nn.Parameter(torch.ones(config.hidden_size)) if config.ssm_output_gate == "vector" else None
+        gated = config.ssm_output_gate == "vector"
+        self.ssm_gate = nn.Parameter(torch.full((config.hidden_size,), config.ssm_output_gate_init)) if gated else None
 
     @staticmethod
     def empty_state(config: BMojoConfig, batch: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:

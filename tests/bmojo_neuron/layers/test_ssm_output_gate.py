@@ -96,3 +96,23 @@ def test_gate_is_saved_and_loaded(tmp_path):
     loaded = BMojoForCausalLM.from_pretrained(tmp_path)
     assert loaded.config.ssm_output_gate == "vector"
     torch.testing.assert_close(loaded.model.layers[1].mixer.ssm_gate, model.model.layers[1].mixer.ssm_gate)
+
+
+@pytest.mark.parametrize("layer_type", ["bmojo_f", "bmojo"])
+def test_gate_initialised_at_zero_starts_as_the_attention_only_readout(layer_type):
+    """``ssm_output_gate_init=0``: the same logits as ``ssm_output_gate="none"`` with the same weights, and the
+    gate still receives a gradient (it can learn how much of ``s_i`` to add)."""
+    zero = BMojoForCausalLM(tiny_config([layer_type] * 2, ssm_output_gate_init=0.0)).double()
+    plain = BMojoForCausalLM(tiny_config([layer_type] * 2, ssm_output_gate="none")).double()
+    plain.load_state_dict({k: v for k, v in zero.state_dict().items() if "ssm_gate" not in k})
+    ids = torch.randint(0, zero.config.vocab_size, (2, SEQ))
+    logits = zero(ids).logits
+    torch.testing.assert_close(logits, plain(ids).logits, rtol=1e-10, atol=1e-10)
+    logits.square().mean().backward()
+    assert all(layer.mixer.ssm_gate.grad.abs().sum() > 0 for layer in zero.model.layers)
+
+
+@pytest.mark.parametrize("value", [-0.5, float("nan"), "1", True])
+def test_invalid_gate_init_names_the_field(value):
+    with pytest.raises(ValueError, match="ssm_output_gate_init"):
+        BMojoConfig(num_hidden_layers=2, ssm_output_gate_init=value)
