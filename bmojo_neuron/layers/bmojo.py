@@ -30,7 +30,9 @@ class FadingAttention(BMojoAttention):
         # The gated current SSM output (docs/layer.md): `o_proj(attn_i) + g * s_i`. Without it s_i first
         # reaches the output w positions later (fading window) and Mamba is not a special case.
         gated = config.ssm_output_gate == "vector"
-        self.ssm_gate = nn.Parameter(torch.full((config.hidden_size,), config.ssm_output_gate_init)) if gated else None
+        self.ssm_gate = (
+            nn.Parameter(torch.full((config.hidden_size,), float(config.ssm_output_gate_init))) if gated else None
+        )
 
     @staticmethod
     def empty_state(config: BMojoConfig, batch: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:

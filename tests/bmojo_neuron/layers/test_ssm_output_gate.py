@@ -98,11 +98,12 @@ def test_gate_is_saved_and_loaded(tmp_path):
     torch.testing.assert_close(loaded.model.layers[1].mixer.ssm_gate, model.model.layers[1].mixer.ssm_gate)
 
 
+@pytest.mark.parametrize("zero", [0.0, 0], ids=["float", "int"])  # an int from YAML or --set must work too
 @pytest.mark.parametrize("layer_type", ["bmojo_f", "bmojo"])
-def test_gate_initialised_at_zero_starts_as_the_attention_only_readout(layer_type):
+def test_gate_initialised_at_zero_starts_as_the_attention_only_readout(layer_type, zero):
     """``ssm_output_gate_init=0``: the same logits as ``ssm_output_gate="none"`` with the same weights, and the
     gate still receives a gradient (it can learn how much of ``s_i`` to add)."""
-    zero = BMojoForCausalLM(tiny_config([layer_type] * 2, ssm_output_gate_init=0.0)).double()
+    zero = BMojoForCausalLM(tiny_config([layer_type] * 2, ssm_output_gate_init=zero)).double()
     plain = BMojoForCausalLM(tiny_config([layer_type] * 2, ssm_output_gate="none")).double()
     plain.load_state_dict({k: v for k, v in zero.state_dict().items() if "ssm_gate" not in k})
     ids = torch.randint(0, zero.config.vocab_size, (2, SEQ))
