@@ -52,9 +52,22 @@ ARMS: dict[str, tuple[str, str | None]] = {
 # Arms of the language-modelling benchmark only (the recall benchmark keeps ARMS): B'MOJO layer patterns
 # that are preset candidates, and today's bmojo with the attention-only readout (no gated SSM output).
 PATTERN_ARMS: dict[str, tuple[str, str | None]] = {"SSSB": ("bmojo", "SSSB"), "SB": ("bmojo", "SB")}
-# ``bmojo_e2_g0``: the expansion-2 bmojo with its SSM-output gate starting at 0 instead of 1 (it starts as the
-# attention-only readout; with the gate at 1 the layer did not learn MQAR recall in 1500 steps).
-ABLATION_ARMS: dict[str, tuple[str, str | None]] = {"bmojo_nogate": ("bmojo", "B"), "bmojo_e2_g0": ("bmojo", "B")}
+# The expansion-2 bmojo with other SSM-output gates (with the vector gate at 1 the layer did not learn MQAR recall
+# in 1500 steps): ``_g0``/``_g01`` the vector gate starting at 0/0.1; ``_in*`` the token gate (named "input" in
+# the screening runs of lm_gate_screen*) starting at 0.05, 0.2, 0.5 in every layer; ``_in05L`` its default
+# (0.5, the last layer 0.05).
+GATE_ARMS = {
+    "bmojo_e2_g0": {"ssm_output_gate_init": 0.0},
+    "bmojo_e2_g01": {"ssm_output_gate_init": 0.1},
+    "bmojo_e2_in005": {"ssm_output_gate": "token", "ssm_output_gate_init": 0.05},
+    "bmojo_e2_in02": {"ssm_output_gate": "token", "ssm_output_gate_init": 0.2},
+    "bmojo_e2_in05": {"ssm_output_gate": "token", "ssm_output_gate_init": 0.5},
+    "bmojo_e2_in05L": {"ssm_output_gate": "token"},
+}
+ABLATION_ARMS: dict[str, tuple[str, str | None]] = {
+    "bmojo_nogate": ("bmojo", "B"),
+    **{arm: ("bmojo", "B") for arm in GATE_ARMS},
+}
 # Variants of the B'MOJO arms (suffix -> config overrides), each arm ``<base><suffix>`` with its MLP width
 # re-solved to the common parameter count. The Mamba2 arm has twice the depth, an SSM inner width of twice the
 # residual (expand 2) and a solved state size of 63, so the gap to it may be the SSM's size, not the layer:
@@ -67,7 +80,7 @@ VARIANT_ARMS: dict[str, tuple[str, str | None]] = {
 LM_ARMS: dict[str, tuple[str, str | None]] = {**ARMS, **PATTERN_ARMS, **ABLATION_ARMS, **VARIANT_ARMS}
 CONFIG_OVERRIDES: dict[str, dict] = {
     "bmojo_nogate": {"ssm_output_gate": "none"},
-    "bmojo_e2_g0": {"ssm_num_heads": 8, "ssm_output_gate_init": 0.0},
+    **{arm: {"ssm_num_heads": 8, **fields} for arm, fields in GATE_ARMS.items()},
     **{base + suffix: overrides for suffix, overrides in VARIANTS.items() for base in VARIANT_BASES},
 }
 REFERENCE_ARM = "bmojo"
@@ -276,6 +289,7 @@ def describe(config: PretrainedConfig) -> dict:
         "ssm_state_size",
         "expand",
         "ssm_output_gate",
+        "ssm_output_gate_init",
     )
     d = config.to_dict()
     return {k: d[k] for k in keys if k in d and d[k] is not None}

@@ -16,7 +16,11 @@ from .remote_code import AUTO_MAP, write_auto_module
 LAYER_TYPES = ("attention", "sliding_attention", "ssm", "bmojo_f", "bmojo")
 EIDETIC_POLICIES = ("topk", "fifo")
 INNOVATION_MODES = ("predictor", "key")
-SSM_OUTPUT_GATES = ("vector", "none")
+SSM_OUTPUT_GATES = ("vector", "token", "none")
+# Where each gate starts when ``ssm_output_gate_init`` is None (docs/layer.md, "The gated current SSM output").
+GATE_INIT_DEFAULTS = {"vector": 1.0, "token": 0.5}
+TOKEN_GATE_LAST_INIT = 0.05
+GATED_LAYER_TYPES = ("bmojo_f", "bmojo")
 INNOVATION_NORMS = ("chunk", "none")
 # transformers renames "attention" to "full_attention" in every config's `layer_types`; we accept both.
 LAYER_TYPE_ALIASES = {"full_attention": "attention"}
@@ -102,13 +106,17 @@ class BMojoConfig(PreTrainedConfig):
             the first step (raw, it is about 1 for every token of a normalised input with an untrained
             predictor); ``none`` uses the raw innovation.
         ssm_output_gate: how a ``bmojo_f``/``bmojo`` mixer reads the SSM output at the query's own position:
-            ``vector`` adds ``g * s_i`` (``g`` a per-channel parameter initialised to 1) to the attention's
-            output projection, so that a layer with that projection at zero is its SSM (Mamba as a special
-            case); ``none`` is the attention-only readout of AWS's B'MOJO-F, where ``s_i`` first reaches the
-            output ``w`` positions later, through the fading window.
-        ssm_output_gate_init: the value every channel of the ``vector`` gate starts from (1: the layer starts
-            as its SSM plus the attention; 0: it starts as the attention-only readout and learns how much of
-            ``s_i`` to add).
+            ``vector`` adds ``g * s_i`` (``g`` a per-channel parameter) to the attention's output projection,
+            so that a layer with that projection at zero is its SSM (Mamba as a special case); ``token`` makes
+            the gate data-dependent, ``g_i = v * sigmoid(w . x_i + b)`` (``v`` per channel, one learned scalar
+            per token from the layer input ``x_i``), so a layer can shut the SSM out where it reads its
+            memories; ``none`` is the attention-only readout of AWS's B'MOJO-F, where ``s_i`` first reaches
+            the output ``w`` positions later, through the fading window.
+        ssm_output_gate_init: where the gate starts: for ``vector`` the value of every channel (1: the layer
+            starts as its SSM plus the attention; 0: as the attention-only readout), for ``token`` the value
+            of ``sigmoid(b)`` in (0, 1) (``v`` starts at 1, ``w`` at 0). One number for every ``bmojo_f``/
+            ``bmojo`` layer, or a list with one per layer (entries of other layer types are ignored), or
+            None: ``vector`` 1; ``token`` 0.5, except the last gated layer, 0.05 (docs/layer.md says why).
         ssm_state_size: ``N``, the SSM state size per head.
         ssm_num_heads: ``H``, SSM heads (scalar decay per head).
         ssm_head_dim: ``P``, the SSM head width; ``H * P`` is the SSM inner width.
@@ -154,7 +162,7 @@ class BMojoConfig(PreTrainedConfig):
     eidetic_innovation: str = "predictor"
     eidetic_innovation_norm: str = "chunk"
     ssm_output_gate: str = "vector"
-    ssm_output_gate_init: float = 1.0
+    ssm_output_gate_init: float | list[float] | None = None
     ssm_state_size: int = 16
     ssm_num_heads: int = 4
     ssm_head_dim: int = 32
@@ -295,7 +303,7 @@ class BMojoConfig(PreTrainedConfig):
     def _check_scalars(self) -> None:
         """Floats, the activation and the booleans."""
         _check_float("eidetic_aux_loss_weight", self.eidetic_aux_loss_weight, allow_zero=True)
-        _check_float("ssm_output_gate_init", self.ssm_output_gate_init, allow_zero=True)
+        self._check_gate_init()
         _check_float("rope_theta", self.rope_theta, allow_zero=False)
         _check_float("rms_norm_eps", self.rms_norm_eps, allow_zero=False)
         _check_float("initializer_range", self.initializer_range, allow_zero=True)
@@ -304,6 +312,36 @@ class BMojoConfig(PreTrainedConfig):
         for name in ("tie_word_embeddings", "use_cache", "fuse_linear_cross_entropy"):
             if not isinstance(getattr(self, name), bool):  # "no" would be truthy and tie the embeddings
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    def _check_gate_init(self) -> None:
+        value = self.ssm_output_gate_init
+        if value is None:
+            return
+        if isinstance(value, (list, tuple)):
+            if len(value) != self.num_hidden_layers:
+                raise ValueError(
+                    f"ssm_output_gate_init must be a number, or a list with one number per layer "
+                    f"({self.num_hidden_layers}), got {value!r}"
+                )
+            values = [v for v, t in zip(value, self.layer_types) if t in GATED_LAYER_TYPES]
+        else:
+            values = [value]
+        for v in values:
+            _check_float("ssm_output_gate_init", v, allow_zero=True)
+            if self.ssm_output_gate == "token" and not 0 < v < 1:
+                raise ValueError(f"ssm_output_gate_init of the token gate must lie in (0, 1), got {v!r}")
+
+    def ssm_output_gate_start(self, layer_idx: int) -> float:
+        """The value layer ``layer_idx``'s SSM output gate starts from (``ssm_output_gate_init``)."""
+        value = self.ssm_output_gate_init
+        if isinstance(value, (list, tuple)):
+            return float(value[layer_idx])
+        if value is not None:
+            return float(value)
+        if self.ssm_output_gate == "token":
+            gated = [i for i, t in enumerate(self.layer_types) if t in GATED_LAYER_TYPES]
+            return TOKEN_GATE_LAST_INIT if gated and layer_idx == gated[-1] else GATE_INIT_DEFAULTS["token"]
+        return GATE_INIT_DEFAULTS.get(self.ssm_output_gate, 1.0)
 
     def check_input_ids(self, input_ids) -> None:
         """``ValueError`` unless ``input_ids`` is a non-empty (batch, sequence) tensor (shapes only: no host sync)."""

@@ -163,6 +163,8 @@ def _uncached_weights(layer) -> dict | None:
     linears = [layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj, ssm.in_proj, ssm.out_proj]
     if attn is not None:
         linears += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj]
+        if attn.ssm_gate_proj is not None:
+            linears.append(attn.ssm_gate_proj)
         if attn.eidetic is not None:
             linears.append(attn.eidetic.score_proj)
             if attn.eidetic.mode == "predictor":
@@ -316,7 +318,10 @@ def _mixer_step(layer, w: dict, x: torch.Tensor, tokens: Tokens, state) -> torch
         parts.insert(0, _eidetic_step(mixer, proj, normed, s, sproj, entry, tokens, fused, state))
     q = qk_rot[:, None, :heads]
     out = softmax_attention(q, parts, scale=1.0)  # (B, 1, heads, D)
-    if mixer.ssm_gate is not None:  # the gated current SSM output
+    if mixer.ssm_gate_proj is not None:  # the token gate: one logit per token from the layer input
+        gate = torch.sigmoid(F.linear(normed, mixer.ssm_gate_proj.weight, mixer.ssm_gate_proj.bias))
+        x = torch.addcmul(x, gate * mixer.ssm_gate, s)
+    elif mixer.ssm_gate is not None:  # the gated current SSM output
         x = torch.addcmul(x, mixer.ssm_gate, s)
     return torch.addmm(x, out.reshape(batch, heads * dim), mixer.o_proj.weight.t())
 

@@ -23,7 +23,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from . import fast_decode
 from .cache import BMojoCache
 from .configuration_bmojo import BMojoConfig
-from .layers import MIXERS, BMojoEideticMemory, BMojoMLP, BMojoRMSNorm, BMojoSSM, FadingAttention, Tokens
+from .layers import MIXERS, BMojoEideticMemory, BMojoMLP, BMojoRMSNorm, BMojoSSM, FadingAttention, TokenGate, Tokens
 from .layers.common import permute_rows, plain_linear, rotary_cos_sin
 from .ops.cross_entropy import IGNORE_INDEX, linear_cross_entropy, next_token_labels
 from .ops.fused import at_least_fp32
@@ -40,7 +40,7 @@ class BMojoDecoderLayer(GradientCheckpointingLayer):
         super().__init__()
         self.layer_type = config.layer_types[layer_idx]
         self.input_layernorm = BMojoRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mixer = MIXERS[self.layer_type](config)
+        self.mixer = MIXERS[self.layer_type](config, layer_idx)
         self.post_attention_layernorm = BMojoRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = BMojoMLP(config)
 
@@ -96,7 +96,10 @@ class BMojoPreTrainedModel(PreTrainedModel):
             init.kaiming_uniform_(module.conv1d.weight, a=math.sqrt(5))
             init.zeros_(module.conv1d.bias)
         elif isinstance(module, FadingAttention) and module.ssm_gate is not None:
-            init.constant_(module.ssm_gate, self.config.ssm_output_gate_init)
+            init.constant_(module.ssm_gate, module.ssm_gate_start)
+        elif isinstance(module, TokenGate):  # starts data-independent, at sigmoid(b) = start
+            init.zeros_(module.weight)
+            init.constant_(module.bias, math.log(module.start / (1 - module.start)))
         elif isinstance(module, BMojoEideticMemory):
             # Start from "innovation decides" (ties broken by it), let the learned terms grow from zero.
             init.ones_(module.innovation_scale)

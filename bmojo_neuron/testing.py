@@ -94,8 +94,8 @@ def tiny_model(
 
     With ``randomize_neutral_init`` (the default), the parameters that start at a neutral value get random
     ones: the eidetic score's learned part starts at zero, so selection would depend on the innovation alone;
-    the SSM output gate starts at 1, so a path that forgets to multiply by it would still agree. Equivalence
-    tests want neither blind spot.
+    the SSM output gate starts at 1 (the token gate's logit at a constant), so a path that forgets to multiply by
+    it (or by its data-dependent part) would still agree. Equivalence tests want neither blind spot.
     """
     config = tiny_config(layer_types, **overrides)
     torch.manual_seed(seed)
@@ -106,6 +106,8 @@ def tiny_model(
                 torch.nn.init.normal_(module.score_proj.weight, std=0.5)
             if getattr(module, "ssm_gate", None) is not None:
                 torch.nn.init.normal_(module.ssm_gate, mean=1.0, std=0.5)
+            if getattr(module, "ssm_gate_proj", None) is not None:  # the token gate's logits then vary by token
+                torch.nn.init.normal_(module.ssm_gate_proj.weight, std=0.5)
     return model
 
 

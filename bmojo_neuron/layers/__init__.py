@@ -14,7 +14,7 @@ Every mixer class owns its whole story (``docs/architecture.md``):
 from __future__ import annotations
 
 from .attention import BMojoAttention, FullAttention, SlidingAttention
-from .bmojo import BMojoMixer, FadingAttention
+from .bmojo import BMojoMixer, FadingAttention, TokenGate
 from .common import BMojoMLP, BMojoRMSNorm, Tokens
 from .eidetic import BMojoEideticMemory
 from .ssm import BMojoSSM, SSMMixer
@@ -39,5 +39,6 @@ __all__ = [
     "FullAttention",
     "SSMMixer",
     "SlidingAttention",
+    "TokenGate",
     "Tokens",
 ]

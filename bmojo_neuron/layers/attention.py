@@ -102,7 +102,7 @@ class BMojoAttention(nn.Module):
     window: int | None = None
     state_grows = False  # True for a state that grows with every token (a key/value cache)
 
-    def __init__(self, config: BMojoConfig):
+    def __init__(self, config: BMojoConfig, layer_idx: int = 0):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
@@ -158,8 +158,8 @@ class FullAttention(BMojoAttention):
 class SlidingAttention(BMojoAttention):
     """The ``sliding_attention`` layer: causal softmax attention over the last ``sliding_window`` positions."""
 
-    def __init__(self, config: BMojoConfig):
-        super().__init__(config)
+    def __init__(self, config: BMojoConfig, layer_idx: int = 0):
+        super().__init__(config, layer_idx)
         self.window = config.sliding_window
 
     @staticmethod

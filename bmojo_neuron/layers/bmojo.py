@@ -19,20 +19,30 @@ from .eidetic import BMojoEideticMemory
 from .ssm import BMojoSSM
 
 
+class TokenGate(nn.Linear):
+    """The data-dependent part of the ``token`` SSM output gate: one logit per token from the layer input,
+    ``w . x_i + b``. ``start`` is ``sigmoid(b)`` at initialisation (``w`` starts at 0)."""
+
+    def __init__(self, hidden_size: int, start: float):
+        super().__init__(hidden_size, 1)
+        self.start = start
+
+
 class FadingAttention(BMojoAttention):
     """The ``bmojo_f`` mixer: attention over [fading window | raw window] plus ``g * s_i``."""
 
-    def __init__(self, config: BMojoConfig):
+    def __init__(self, config: BMojoConfig, layer_idx: int = 0):
         super().__init__(config)
         self.window = config.sliding_window
         self.ssm = BMojoSSM(config)
         self.eidetic: BMojoEideticMemory | None = None  # the `bmojo` subclass sets it
-        # The gated current SSM output (docs/layer.md): `o_proj(attn_i) + g * s_i`. Without it s_i first
+        # The gated current SSM output (docs/layer.md): `o_proj(attn_i) + g_i * s_i`. Without it s_i first
         # reaches the output w positions later (fading window) and Mamba is not a special case.
-        gated = config.ssm_output_gate == "vector"
-        self.ssm_gate = (
-            nn.Parameter(torch.full((config.hidden_size,), float(config.ssm_output_gate_init))) if gated else None
-        )
+        gate = config.ssm_output_gate
+        start = config.ssm_output_gate_start(layer_idx)
+        self.ssm_gate_start = start if gate == "vector" else 1.0
+        self.ssm_gate = nn.Parameter(torch.full((config.hidden_size,), self.ssm_gate_start)) if gate != "none" else None
+        self.ssm_gate_proj = TokenGate(config.hidden_size, start) if gate == "token" else None
 
     @staticmethod
     def empty_state(config: BMojoConfig, batch: int, dtype: torch.dtype, device) -> dict[str, torch.Tensor]:
@@ -41,11 +51,19 @@ class FadingAttention(BMojoAttention):
         state["window"] = torch.zeros(shape, dtype=dtype, device=device)
         return state
 
-    def readout(self, attended: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def ssm_gate_values(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The gate ``g`` for the layer input hidden (batch, seq, hidden): (hidden,) for ``vector``, (batch,
+        seq, hidden) for ``token``."""
+        if self.ssm_gate_proj is None:
+            return self.ssm_gate
+        return self.ssm_gate * torch.sigmoid(self.ssm_gate_proj(hidden))
+
+    def readout(self, attended: torch.Tensor, s: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """The mixer's output from the attention's (batch, seq, heads * head_dim) and the SSM's (batch, seq,
-        hidden) outputs: ``o_proj(attended) + g * s`` (``o_proj(attended)`` without the gate)."""
+        hidden) outputs and the layer input hidden: ``o_proj(attended) + g * s`` (``o_proj(attended)``
+        without the gate)."""
         out = self.o_proj(attended)
-        return out if self.ssm_gate is None else out + self.ssm_gate * s
+        return out if self.ssm_gate is None else out + self.ssm_gate_values(hidden) * s
 
     def fading_kv(self, s: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """Keys (rotary at the SSM output's own position) and values of the SSM outputs s (B, T, hidden)."""
@@ -73,7 +91,7 @@ class FadingAttention(BMojoAttention):
         )
         if state is not None:
             fill_ring(state, tokens.n, (k, v, fade_k, fade_v))
-        return self.readout(out.reshape(*hidden.shape[:2], -1), s), aux
+        return self.readout(out.reshape(*hidden.shape[:2], -1), s, hidden), aux
 
     def extend(self, hidden: torch.Tensor, tokens: Tokens, state) -> torch.Tensor:
         """New tokens after a non-empty state. hidden: (B, T, hidden) -> (B, T, hidden)."""
@@ -85,14 +103,14 @@ class FadingAttention(BMojoAttention):
         entries = torch.cat([kv, torch.stack([fade_k, fade_v], dim=2)], dim=2)
         memory = None if self.eidetic is None else self.eidetic.extend(hidden, s, kv, self.k_proj, tokens, state)
         out = window_attention(q, entries, self.window, tokens, state, memory)
-        return self.readout(out.reshape(batch, seq, -1), s)
+        return self.readout(out.reshape(batch, seq, -1), s, hidden)
 
 
 class BMojoMixer(FadingAttention):
     """The ``bmojo`` mixer: ``bmojo_f`` plus the eidetic memory's slots in the same softmax."""
 
-    def __init__(self, config: BMojoConfig):
-        super().__init__(config)
+    def __init__(self, config: BMojoConfig, layer_idx: int = 0):
+        super().__init__(config, layer_idx)
         self.eidetic = BMojoEideticMemory(config)
 
     @staticmethod

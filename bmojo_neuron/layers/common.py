@@ -54,9 +54,11 @@ class BMojoMLP(nn.Module):
 
 def plain_linear(m: nn.Module) -> bool:
     """An ``nn.Linear`` whose weight a fused function may read directly: no hooks, and a plain parameter (a
-    tensor-parallel shard is a ``DTensor``, whose forward goes through its own collectives)."""
+    tensor-parallel shard is a ``DTensor``, whose forward goes through its own collectives). A subclass that keeps
+    ``nn.Linear.forward`` counts (it computes the same thing)."""
     plain_weight = type(m.weight) is nn.Parameter
-    return type(m) is nn.Linear and plain_weight and not (m._forward_hooks or m._forward_pre_hooks)
+    plain_forward = isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward
+    return plain_forward and plain_weight and not (m._forward_hooks or m._forward_pre_hooks)
 
 
 # ----------------------------------------------------------------------------------------------- rotary

@@ -139,7 +139,7 @@ class SSMMixer(nn.Module):
 
     state_grows = False
 
-    def __init__(self, config: BMojoConfig):
+    def __init__(self, config: BMojoConfig, layer_idx: int = 0):
         super().__init__()
         self.ssm = BMojoSSM(config)
 

@@ -18,6 +18,8 @@ VARIANTS = {
     # the attention-only readout (AWS's B'MOJO-F); the default gates the current SSM output in
     "bmojo-nogate": (["bmojo", "bmojo"], {"ssm_output_gate": "none"}),
     "bmojo_f-nogate": (["bmojo_f", "bmojo_f"], {"ssm_output_gate": "none"}),
+    # the data-dependent gate (its logits vary by token: tiny_model randomises the projection)
+    "bmojo-token-gate": (["bmojo", "bmojo_f"], {"ssm_output_gate": "token"}),
 }
 ALL = {**{k: (v, {}) for k, v in LAYER_STACKS.items()}, **VARIANTS}
 ATOL = 1e-4

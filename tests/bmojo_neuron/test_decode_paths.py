@@ -21,6 +21,7 @@ KINDS = {
     "bmojo": (["bmojo", "bmojo"], {}),
     "bmojo-fifo": (["bmojo", "bmojo"], {"eidetic_policy": "fifo"}),
     "bmojo-key": (["bmojo", "bmojo"], {"eidetic_innovation": "key"}),
+    "bmojo-token-gate": (["bmojo", "bmojo_f"], {"ssm_output_gate": "token"}),
     "hybrid": (HYBRID, {}),
 }
 TOTAL, PROMPT, ATOL = 30, 6, 1e-4

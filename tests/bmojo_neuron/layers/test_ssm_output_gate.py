@@ -1,7 +1,9 @@
 """The gated current SSM output of ``bmojo_f``/``bmojo`` mixers (docs/layer.md, added 2026-12).
 
-``mixer(x)_i = o_proj(attention_i) + g * s_i``: with the attention's output projection at zero a B'MOJO layer
-is its SSM, so Mamba is a special case of the layer; ``ssm_output_gate="none"`` is the attention-only readout.
+``mixer(x)_i = o_proj(attention_i) + g_i * s_i``: with the attention's output projection at zero a B'MOJO layer
+is its SSM, so Mamba is a special case of the layer; ``g`` is a per-channel vector (``vector``) or that vector
+times one sigmoid per token of the layer input (``token``); ``ssm_output_gate="none"`` is the attention-only
+readout.
 """
 
 from __future__ import annotations
@@ -33,14 +35,20 @@ def ssm_twin(model: BMojoForCausalLM) -> BMojoForCausalLM:
     return twin
 
 
+@pytest.mark.parametrize("gate", ["vector", "token"])
 @pytest.mark.parametrize("layer_type", ["bmojo_f", "bmojo"])
 @pytest.mark.parametrize("kernels", ["reference", "torch"])
-def test_mamba_is_a_special_case(layer_type, kernels):
+def test_mamba_is_a_special_case(layer_type, kernels, gate):
     """o_proj = 0 and g = 1: every B'MOJO layer is the ``ssm`` layer with the same SSM weights."""
-    model = BMojoForCausalLM(tiny_config([layer_type] * 2)).double().eval()
+    model = BMojoForCausalLM(tiny_config([layer_type] * 2, ssm_output_gate=gate)).double().eval()
     for layer in model.model.layers:
-        torch.nn.init.zeros_(layer.mixer.o_proj.weight)
-        assert torch.equal(layer.mixer.ssm_gate, torch.ones_like(layer.mixer.ssm_gate))  # initialised to 1
+        mixer = layer.mixer
+        torch.nn.init.zeros_(mixer.o_proj.weight)
+        assert torch.equal(mixer.ssm_gate, torch.ones_like(mixer.ssm_gate))  # initialised to 1
+        if gate == "token":  # w = 0 at initialisation: g = v * sigmoid(b), made 1 through v
+            assert torch.equal(mixer.ssm_gate_proj.weight, torch.zeros_like(mixer.ssm_gate_proj.weight))
+            with torch.no_grad():
+                mixer.ssm_gate.fill_(1 / torch.sigmoid(mixer.ssm_gate_proj.bias).item())
     twin = ssm_twin(model).double().eval()
     ids = torch.randint(0, model.config.vocab_size, (2, SEQ))
     with torch.no_grad(), use_kernels(kernels):
@@ -59,7 +67,7 @@ def test_without_the_gate_the_layer_is_not_its_ssm():
         assert not torch.allclose(model(ids).logits, twin(ids).logits, atol=1e-3)
 
 
-@pytest.mark.parametrize("gate", ["vector", "none"])
+@pytest.mark.parametrize("gate", ["vector", "token", "none"])
 def test_current_ssm_output_reaches_the_query(gate):
     """``d out_i / d s_i`` is non-zero with the gate and zero without it (then s_i first shows at i + w)."""
     model = BMojoForCausalLM(tiny_config(["bmojo_f"], ssm_output_gate=gate)).double().eval()
@@ -77,7 +85,7 @@ def test_current_ssm_output_reaches_the_query(gate):
     i = 20
     out[0, i].sum().backward()
     grad = captured["s"].grad[0].abs().sum(-1)  # (seq,)
-    assert (grad[i] > 0) == (gate == "vector")
+    assert (grad[i] > 0) == (gate != "none")
     w = model.config.sliding_window
     assert torch.all(grad[i - w + 1 : i] == 0)  # positions in the raw window reach the query only as raw keys
     assert torch.all(grad[i + 1 :] == 0)  # causal
@@ -89,13 +97,19 @@ def test_invalid_gate_names_the_field(value):
         BMojoConfig(num_hidden_layers=2, ssm_output_gate=value)
 
 
-def test_gate_is_saved_and_loaded(tmp_path):
-    model = BMojoForCausalLM(tiny_config(["bmojo"] * 2))
-    torch.nn.init.normal_(model.model.layers[1].mixer.ssm_gate)
+@pytest.mark.parametrize("gate", ["vector", "token"])
+def test_gate_is_saved_and_loaded(tmp_path, gate):
+    model = BMojoForCausalLM(tiny_config(["bmojo"] * 2, ssm_output_gate=gate))
+    mixer = model.model.layers[1].mixer
+    torch.nn.init.normal_(mixer.ssm_gate)
+    if gate == "token":
+        torch.nn.init.normal_(mixer.ssm_gate_proj.weight)
     model.save_pretrained(tmp_path)
     loaded = BMojoForCausalLM.from_pretrained(tmp_path)
-    assert loaded.config.ssm_output_gate == "vector"
-    torch.testing.assert_close(loaded.model.layers[1].mixer.ssm_gate, model.model.layers[1].mixer.ssm_gate)
+    assert loaded.config.ssm_output_gate == gate
+    for name, tensor in model.state_dict().items():
+        if "ssm_gate" in name:
+            torch.testing.assert_close(loaded.state_dict()[name], tensor)
 
 
 @pytest.mark.parametrize("zero", [0.0, 0], ids=["float", "int"])  # an int from YAML or --set must work too
@@ -117,3 +131,48 @@ def test_gate_initialised_at_zero_starts_as_the_attention_only_readout(layer_typ
 def test_invalid_gate_init_names_the_field(value):
     with pytest.raises(ValueError, match="ssm_output_gate_init"):
         BMojoConfig(num_hidden_layers=2, ssm_output_gate_init=value)
+
+
+def test_token_gate_depends_on_the_token_and_learns():
+    """``token``: g_i = v * sigmoid(w . x_i + b); with w != 0 two tokens get different gates, and w, b and v all
+    receive gradients (w too at initialisation, where it is 0)."""
+    model = BMojoForCausalLM(tiny_config(["bmojo"] * 2, ssm_output_gate="token")).double()
+    mixer = model.model.layers[0].mixer
+    hidden = torch.randn(1, 3, model.config.hidden_size, dtype=torch.float64)
+    assert torch.allclose(mixer.ssm_gate_values(hidden)[0, 0], mixer.ssm_gate_values(hidden)[0, 1])
+    ids = torch.randint(0, model.config.vocab_size, (2, SEQ))
+    model(ids).logits.square().mean().backward()
+    for part in (mixer.ssm_gate, mixer.ssm_gate_proj.weight, mixer.ssm_gate_proj.bias):
+        assert part.grad.abs().sum() > 0
+    with torch.no_grad():
+        torch.nn.init.normal_(mixer.ssm_gate_proj.weight)
+    g = mixer.ssm_gate_values(hidden)
+    assert g.shape == hidden.shape and not torch.allclose(g[0, 0], g[0, 1])
+
+
+def test_token_gate_default_start_shuts_the_last_gated_layer():
+    """Default starts: ``token`` 0.5 in every gated layer but the last, 0.05 there (docs/layer.md);
+    ``vector`` 1 everywhere; a number or a per-layer list overrides them."""
+    config = tiny_config(["bmojo", "ssm", "bmojo_f", "bmojo", "ssm"], ssm_output_gate="token")
+    model = BMojoForCausalLM(config)
+    starts = [
+        torch.sigmoid(layer.mixer.ssm_gate_proj.bias).item()
+        for layer in model.model.layers
+        if layer.layer_type != "ssm"
+    ]
+    assert starts == pytest.approx([0.5, 0.5, 0.05])
+    vector = BMojoForCausalLM(tiny_config(["bmojo"] * 2))
+    assert all(torch.all(layer.mixer.ssm_gate == 1) for layer in vector.model.layers)
+    listed = BMojoForCausalLM(tiny_config(["bmojo", "ssm", "bmojo"], ssm_output_gate_init=[0.25, 7, 0]))
+    assert [layer.mixer.ssm_gate[0].item() for layer in listed.model.layers[::2]] == [0.25, 0.0]
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 1.5, [0.5, 1.0]])
+def test_token_gate_start_must_be_a_probability(value):
+    with pytest.raises(ValueError, match="ssm_output_gate_init"):
+        BMojoConfig(num_hidden_layers=2, ssm_output_gate="token", ssm_output_gate_init=value)
+
+
+def test_gate_start_list_needs_one_value_per_layer():
+    with pytest.raises(ValueError, match="ssm_output_gate_init.*one number per layer"):
+        BMojoConfig(num_hidden_layers=3, ssm_output_gate_init=[1.0, 1.0])
