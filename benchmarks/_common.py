@@ -109,4 +109,8 @@ def write_results(name: str, rows: list[dict], meta: dict) -> tuple[Path, Path]:
 
 
 def _fmt(v) -> str:
+    if isinstance(v, list):  # e.g. a learning curve, [{"step": 250, "accuracy": 0.2}, ...] -> "250: 0.2, ..."
+        return ", ".join(
+            ": ".join(_fmt(x) for x in item.values()) if isinstance(item, dict) else _fmt(item) for item in v
+        )
     return f"{v:.4g}" if isinstance(v, float) else str(v)

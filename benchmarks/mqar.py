@@ -40,6 +40,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 from benchmarks._common import RESULTS_DIR, environment_info, write_results  # noqa: E402
 from benchmarks.lm_models import hybrid_layer_types  # noqa: E402
@@ -150,6 +151,17 @@ def cell_config(setting: Setting, hidden: int, filler: str, arm: str, steps: int
             plot=False,
         ),
     )
+
+
+class AccuracyCurve(TrainerCallback):
+    """Keeps ``{"step", "accuracy"}`` of every evaluation of a run."""
+
+    def __init__(self):
+        self.points: list[dict] = []
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_accuracy" in metrics:
+            self.points.append({"step": state.global_step, "accuracy": round(metrics["eval_accuracy"], 4)})
 
 
 def equalize(config: RunConfig, reference: RunConfig, tokenizer) -> tuple[RunConfig, int]:
@@ -274,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", help="results file stem (default: mqar, mqar_cpu or mqar_quick by --grid)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="model_set",
                         help="a model config field for every cell (repeatable), e.g. ssm_output_gate=none")  # fmt: skip
+    parser.add_argument("--curve-every", type=int, metavar="STEPS",
+                        help="also evaluate every STEPS steps and keep the recall accuracies as the row's "
+                        "accuracy_curve (phase changes in MQAR are sudden: the curve says how far a cell was from one)")  # fmt: skip
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                         help="do not train: merge the cells of these results files of one grid into --name")  # fmt: skip
     return parser
@@ -335,9 +350,12 @@ def _run_cell(setting, hidden: int, filler: str, layer_type: str, steps: int, ex
         cell_config(setting, hidden, filler, layer_type, steps, examples, args), reference, tokenizer
     )
     config.train.output_dir = str(Path(scratch) / f"{setting.seq_len}-{hidden}-{filler}-{layer_type}")
+    curve = AccuracyCurve()
+    if args.curve_every:
+        config.train.eval_steps = args.curve_every
     print(f"\n== T={setting.seq_len} pairs={setting.num_pairs} d={hidden} {filler} {layer_type}: {params:,} params")
     start = time.time()
-    result = run(config)
+    result = run(config, callbacks=[curve])
     if result.stopped_by is not None:
         return None, result.stopped_by
     row = {
@@ -353,6 +371,8 @@ def _run_cell(setting, hidden: int, filler: str, layer_type: str, steps: int, ex
         **hit_rate(config),
         "train_seconds": round(time.time() - start, 1),
     }
+    if args.curve_every:
+        row["accuracy_curve"] = curve.points
     print(row)
     return row, None
 
