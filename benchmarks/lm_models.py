@@ -54,19 +54,20 @@ ARMS: dict[str, tuple[str, str | None]] = {
 PATTERN_ARMS: dict[str, tuple[str, str | None]] = {"SSSB": ("bmojo", "SSSB"), "SB": ("bmojo", "SB")}
 # The expansion-2 bmojo with other SSM-output gates (with the vector gate at 1 the layer did not learn MQAR recall
 # in 1500 steps): ``_g0``/``_g01`` the vector gate starting at 0/0.1; ``_in*`` the token gate (named "input" in
-# the screening runs of lm_gate_screen*) starting at 0.05, 0.2, 0.5 in every layer; ``_in05L`` its default
-# (0.5, the last layer 0.05).
+# the screening runs of lm_gate_screen*) starting at 0.05, 0.2, 0.5 in every layer; ``_in05L`` at 0.5, the last
+# layer at 0.05 (for 4 layers). ``SSSB_e2_in02``: the preset pattern with the token gate at 0.2.
 GATE_ARMS = {
     "bmojo_e2_g0": {"ssm_output_gate_init": 0.0},
     "bmojo_e2_g01": {"ssm_output_gate_init": 0.1},
     "bmojo_e2_in005": {"ssm_output_gate": "token", "ssm_output_gate_init": 0.05},
     "bmojo_e2_in02": {"ssm_output_gate": "token", "ssm_output_gate_init": 0.2},
     "bmojo_e2_in05": {"ssm_output_gate": "token", "ssm_output_gate_init": 0.5},
-    "bmojo_e2_in05L": {"ssm_output_gate": "token"},
+    "bmojo_e2_in05L": {"ssm_output_gate": "token", "ssm_output_gate_init": [0.5, 0.5, 0.5, 0.05]},
 }
 ABLATION_ARMS: dict[str, tuple[str, str | None]] = {
     "bmojo_nogate": ("bmojo", "B"),
     **{arm: ("bmojo", "B") for arm in GATE_ARMS},
+    "SSSB_e2_in02": ("bmojo", "SSSB"),
 }
 # Variants of the B'MOJO arms (suffix -> config overrides), each arm ``<base><suffix>`` with its MLP width
 # re-solved to the common parameter count. The Mamba2 arm has twice the depth, an SSM inner width of twice the
@@ -81,6 +82,7 @@ LM_ARMS: dict[str, tuple[str, str | None]] = {**ARMS, **PATTERN_ARMS, **ABLATION
 CONFIG_OVERRIDES: dict[str, dict] = {
     "bmojo_nogate": {"ssm_output_gate": "none"},
     **{arm: {"ssm_num_heads": 8, **fields} for arm, fields in GATE_ARMS.items()},
+    "SSSB_e2_in02": {"ssm_num_heads": 8, **GATE_ARMS["bmojo_e2_in02"]},
     **{base + suffix: overrides for suffix, overrides in VARIANTS.items() for base in VARIANT_BASES},
 }
 REFERENCE_ARM = "bmojo"

@@ -18,8 +18,7 @@ EIDETIC_POLICIES = ("topk", "fifo")
 INNOVATION_MODES = ("predictor", "key")
 SSM_OUTPUT_GATES = ("vector", "token", "none")
 # Where each gate starts when ``ssm_output_gate_init`` is None (docs/layer.md, "The gated current SSM output").
-GATE_INIT_DEFAULTS = {"vector": 1.0, "token": 0.5}
-TOKEN_GATE_LAST_INIT = 0.05
+GATE_INIT_DEFAULTS = {"vector": 1.0, "token": 0.2}
 GATED_LAYER_TYPES = ("bmojo_f", "bmojo")
 INNOVATION_NORMS = ("chunk", "none")
 # transformers renames "attention" to "full_attention" in every config's `layer_types`; we accept both.
@@ -116,7 +115,7 @@ class BMojoConfig(PreTrainedConfig):
             starts as its SSM plus the attention; 0: as the attention-only readout), for ``token`` the value
             of ``sigmoid(b)`` in (0, 1) (``v`` starts at 1, ``w`` at 0). One number for every ``bmojo_f``/
             ``bmojo`` layer, or a list with one per layer (entries of other layer types are ignored), or
-            None: ``vector`` 1; ``token`` 0.5, except the last gated layer, 0.05 (docs/layer.md says why).
+            None: ``vector`` 1, ``token`` 0.2 (docs/layer.md says why).
         ssm_state_size: ``N``, the SSM state size per head.
         ssm_num_heads: ``H``, SSM heads (scalar decay per head).
         ssm_head_dim: ``P``, the SSM head width; ``H * P`` is the SSM inner width.
@@ -338,9 +337,6 @@ class BMojoConfig(PreTrainedConfig):
             return float(value[layer_idx])
         if value is not None:
             return float(value)
-        if self.ssm_output_gate == "token":
-            gated = [i for i, t in enumerate(self.layer_types) if t in GATED_LAYER_TYPES]
-            return TOKEN_GATE_LAST_INIT if gated and layer_idx == gated[-1] else GATE_INIT_DEFAULTS["token"]
         return GATE_INIT_DEFAULTS.get(self.ssm_output_gate, 1.0)
 
     def check_input_ids(self, input_ids) -> None:

@@ -117,7 +117,7 @@ def test_gate_is_saved_and_loaded(tmp_path, gate):
 def test_gate_initialised_at_zero_starts_as_the_attention_only_readout(layer_type, zero):
     """``ssm_output_gate_init=0``: the same logits as ``ssm_output_gate="none"`` with the same weights, and the
     gate still receives a gradient (it can learn how much of ``s_i`` to add)."""
-    zero = BMojoForCausalLM(tiny_config([layer_type] * 2, ssm_output_gate_init=zero)).double()
+    zero = BMojoForCausalLM(tiny_config([layer_type] * 2, ssm_output_gate="vector", ssm_output_gate_init=zero)).double()
     plain = BMojoForCausalLM(tiny_config([layer_type] * 2, ssm_output_gate="none")).double()
     plain.load_state_dict({k: v for k, v in zero.state_dict().items() if "ssm_gate" not in k})
     ids = torch.randint(0, zero.config.vocab_size, (2, SEQ))
@@ -150,21 +150,22 @@ def test_token_gate_depends_on_the_token_and_learns():
     assert g.shape == hidden.shape and not torch.allclose(g[0, 0], g[0, 1])
 
 
-def test_token_gate_default_start_shuts_the_last_gated_layer():
-    """Default starts: ``token`` 0.5 in every gated layer but the last, 0.05 there (docs/layer.md);
-    ``vector`` 1 everywhere; a number or a per-layer list overrides them."""
-    config = tiny_config(["bmojo", "ssm", "bmojo_f", "bmojo", "ssm"], ssm_output_gate="token")
-    model = BMojoForCausalLM(config)
-    starts = [
-        torch.sigmoid(layer.mixer.ssm_gate_proj.bias).item()
-        for layer in model.model.layers
-        if layer.layer_type != "ssm"
-    ]
-    assert starts == pytest.approx([0.5, 0.5, 0.05])
-    vector = BMojoForCausalLM(tiny_config(["bmojo"] * 2))
+def test_gate_starts():
+    """Default starts: ``token`` 0.2 (sigmoid(b); v = 1), ``vector`` 1; a number or a per-layer list overrides
+    them (entries of ungated layers are ignored)."""
+    token = BMojoForCausalLM(tiny_config(["bmojo", "ssm", "bmojo_f"], ssm_output_gate="token"))
+    gated = [layer.mixer for layer in token.model.layers if layer.layer_type != "ssm"]
+    assert [torch.sigmoid(m.ssm_gate_proj.bias).item() for m in gated] == pytest.approx([0.2, 0.2])
+    assert all(torch.all(m.ssm_gate == 1) for m in gated)
+    vector = BMojoForCausalLM(tiny_config(["bmojo"] * 2, ssm_output_gate="vector"))
     assert all(torch.all(layer.mixer.ssm_gate == 1) for layer in vector.model.layers)
-    listed = BMojoForCausalLM(tiny_config(["bmojo", "ssm", "bmojo"], ssm_output_gate_init=[0.25, 7, 0]))
-    assert [layer.mixer.ssm_gate[0].item() for layer in listed.model.layers[::2]] == [0.25, 0.0]
+    listed = BMojoForCausalLM(
+        tiny_config(["bmojo", "ssm", "bmojo"], ssm_output_gate="token", ssm_output_gate_init=[0.5, 7, 0.05])
+    )
+    starts = [torch.sigmoid(layer.mixer.ssm_gate_proj.bias).item() for layer in listed.model.layers[::2]]
+    assert starts == pytest.approx([0.5, 0.05])
+    listed = BMojoForCausalLM(tiny_config(["bmojo", "bmojo"], ssm_output_gate="vector", ssm_output_gate_init=[0.25, 0]))
+    assert [layer.mixer.ssm_gate[0].item() for layer in listed.model.layers] == [0.25, 0.0]
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0, 1.5, [0.5, 1.0]])
