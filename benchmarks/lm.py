@@ -33,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from benchmarks._common import RESULTS_DIR, environment_info, write_results
-from benchmarks.lm_models import LM_ARMS, PEER_CLASSES, VARIANTS, LMShape, describe, sized_configs
+from benchmarks.lm_models import GATE_VARIANT_ARMS, LM_ARMS, PEER_CLASSES, VARIANTS, LMShape, describe, sized_configs
 
 FACTORS = (1, 2, 4, 8, 16)
 SLOWEST_FIRST = {"mamba2": 0, "bmojo": 1, "bmojo_f": 2}  # start order of the runs: fewer idle cores at the end
@@ -244,9 +244,10 @@ def check_gated_targets(rows: list[dict]) -> list[dict]:
     mamba2 = by_arm.get("mamba2")
     # A variant (``bmojo_n64``) is compared with the ssm arm of the same variant (``ssm_n64``) when it ran,
     # else with the plain ssm arm.
+    # Gate variants (``bmojo_e2_in02``) are compared with the ssm arm of their SSM width (``ssm_e2``).
     for name, row in by_arm.items():
-        suffix = next((s for s in VARIANTS if name.endswith(s)), "")
-        if name[: len(name) - len(suffix)] not in ("bmojo", "SSSB", "SB"):
+        suffix = GATE_VARIANT_ARMS.get(name) or next((s for s in VARIANTS if name.endswith(s)), "")
+        if name not in GATE_VARIANT_ARMS and name[: len(name) - len(suffix)] not in ("bmojo", "SSSB", "SB"):
             continue
         ssm = by_arm.get("ssm" + suffix) or by_arm.get("ssm")
         if ssm:

@@ -43,7 +43,20 @@ def combine(paths: list[Path]) -> tuple[list[dict], dict]:
                         "runs": [f"{r['arm']}/{r['seed']}" for r in runs]})  # fmt: skip
         for run in runs:
             by_key[(run["arm"], run["seed"])] = run
+    _check_one_model_per_arm(list(by_key.values()))
     return list(by_key.values()), {"settings": settings, "sources": sources}
+
+
+def _check_one_model_per_arm(runs: list[dict]) -> None:
+    """An arm's seeds must be one model: an arm that follows a default (``bmojo`` and the SSM output gate) names
+    another model once the default changes. Fields recorded by only one of two runs are not compared."""
+    first: dict[str, dict] = {}
+    for run in runs:
+        config = run.get("config", {})
+        seen = first.setdefault(run["arm"], config)
+        differ = sorted(k for k in config.keys() & seen.keys() if config[k] != seen[k])
+        if differ:
+            raise ValueError(f"runs: the runs of {run['arm']} are of different models ({', '.join(differ)} differ)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,6 +64,8 @@ GATE_ARMS = {
     "bmojo_e2_in05": {"ssm_output_gate": "token", "ssm_output_gate_init": 0.5},
     "bmojo_e2_in05L": {"ssm_output_gate": "token", "ssm_output_gate_init": [0.5, 0.5, 0.5, 0.05]},
 }
+# Each gate variant arm -> the VARIANTS suffix of its SSM width (its ssm arm for the targets: ``ssm_e2``).
+GATE_VARIANT_ARMS: dict[str, str] = {**dict.fromkeys(GATE_ARMS, "_e2"), "SSSB_e2_in02": "_e2"}
 ABLATION_ARMS: dict[str, tuple[str, str | None]] = {
     "bmojo_nogate": ("bmojo", "B"),
     **{arm: ("bmojo", "B") for arm in GATE_ARMS},

@@ -160,7 +160,7 @@ class BMojoConfig(PreTrainedConfig):
     eidetic_aux_loss_weight: float = 0.1
     eidetic_innovation: str = "predictor"
     eidetic_innovation_norm: str = "chunk"
-    ssm_output_gate: str = "vector"
+    ssm_output_gate: str = "token"
     ssm_output_gate_init: float | list[float] | None = None
     ssm_state_size: int = 16
     ssm_num_heads: int = 4

@@ -319,7 +319,7 @@ def _mixer_step(layer, w: dict, x: torch.Tensor, tokens: Tokens, state) -> torch
     q = qk_rot[:, None, :heads]
     out = softmax_attention(q, parts, scale=1.0)  # (B, 1, heads, D)
     if mixer.ssm_gate_proj is not None:  # the token gate: one logit per token from the layer input
-        gate = torch.sigmoid(F.linear(normed, mixer.ssm_gate_proj.weight, mixer.ssm_gate_proj.bias))
+        gate = torch.sigmoid(mixer.ssm_gate_proj.logits(normed))
         x = torch.addcmul(x, gate * mixer.ssm_gate, s)
     elif mixer.ssm_gate is not None:  # the gated current SSM output
         x = torch.addcmul(x, mixer.ssm_gate, s)

@@ -13,6 +13,7 @@ from torch import nn
 
 from .. import ops
 from ..configuration_bmojo import BMojoConfig
+from ..ops.fused import at_least_fp32
 from .attention import BMojoAttention, ring_positions, window_attention
 from .common import Tokens, apply_rotary, gather_rows
 from .eidetic import BMojoEideticMemory
@@ -26,6 +27,11 @@ class TokenGate(nn.Linear):
     def __init__(self, hidden_size: int, start: float):
         super().__init__(hidden_size, 1)
         self.start = start
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: (..., hidden) -> (..., 1), in at least fp32: under autocast a bf16 product would round the
+        logit's many-term sums (and its weight's gradient)."""
+        return torch.linalg.vecdot(at_least_fp32(hidden), at_least_fp32(self.weight[0]))[..., None] + self.bias
 
 
 class FadingAttention(BMojoAttention):
@@ -56,7 +62,7 @@ class FadingAttention(BMojoAttention):
         seq, hidden) for ``token``."""
         if self.ssm_gate_proj is None:
             return self.ssm_gate
-        return self.ssm_gate * torch.sigmoid(self.ssm_gate_proj(hidden))
+        return self.ssm_gate * torch.sigmoid(self.ssm_gate_proj.logits(hidden))
 
     def readout(self, attended: torch.Tensor, s: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """The mixer's output from the attention's (batch, seq, heads * head_dim) and the SSM's (batch, seq,

@@ -44,3 +44,19 @@ def test_a_file_that_is_not_a_runs_file_is_refused(tmp_path):
     path.write_text("[]")
     with pytest.raises(ValueError, match="runs file"):
         combine([path])
+
+
+def test_seeds_of_one_arm_must_be_one_model(tmp_path):
+    """After a default changes (the SSM output gate), an arm's old and new runs are different models."""
+    a = _write(tmp_path, "a", [("bmojo", 0, 1.0)])
+    b = _write(tmp_path, "b", [("bmojo", 1, 1.0)])
+    for path, gate in ((a, "vector"), (b, "token")):
+        runs = json.loads(path.read_text())
+        runs[0]["config"] = {"hidden_size": 128, "ssm_output_gate": gate}
+        path.write_text(json.dumps(runs))
+    with pytest.raises(ValueError, match="bmojo are of different models.*ssm_output_gate"):
+        combine([a, b])
+    runs = json.loads(b.read_text())
+    runs[0]["config"] = {"ssm_output_gate": "vector", "ssm_output_gate_init": None}  # a field only b records
+    b.write_text(json.dumps(runs))
+    assert len(combine([a, b])[0]) == 2

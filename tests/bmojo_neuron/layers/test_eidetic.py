@@ -93,22 +93,34 @@ def test_planted_token_is_selected_kept_and_attended():
 
 
 def test_high_innovation_token_enters_the_model_memory():
-    """Inside the model: a token far from what the fading memory predicts has the top innovation and is stored."""
+    """Inside the model: a token far from what the fading memory predicts has the top innovation and is stored.
+
+    The predictor is set to predict the ordinary token from the SSM's steady state (a random predictor can sit
+    closer to the planted token than to the ordinary one: every normalised input has the same norm)."""
     config = tiny_config(["bmojo"], eidetic_policy="topk")
     model = BMojoForCausalLM(config).eval()
-    memory = model.model.layers[0].mixer.eidetic
+    layer = model.model.layers[0]
+    memory = layer.mixer.eidetic
     memory.record = True
+    planted = 15  # the last token of its chunk: the tokens after it, which the fading memory also mispredicts,
+    # are standardised with their own chunk
     with torch.no_grad():
         memory.innovation_scale.fill_(100.0)
         embeddings = model.model.embed_tokens.weight
         embeddings[5] = 0.001  # every ordinary token: (near) constant and predictable
         embeddings[7] = torch.randn(config.hidden_size) * 5  # the planted one
+        steady = {}
+        hook = layer.mixer.ssm.register_forward_hook(lambda module, args, out: steady.update(s=out[0, -1]))
+        model(torch.full((1, 64), 5))
+        hook.remove()
+        x5 = layer.input_layernorm(embeddings[5])
+        memory.predictor.weight.copy_(torch.outer(x5, steady["s"]) / steady["s"].square().sum())
         ids = torch.full((1, 64), 5)
-        ids[0, 13] = 7
+        ids[0, planted] = 7
         model(ids)
     idx, valid = memory.last_selection
-    for q in range(13 // 8 + config.eidetic_lag, idx.shape[1]):
-        assert ((idx[0, q] == 13) & valid[0, q]).any(), q
+    for q in range(planted // config.chunk_size + config.eidetic_lag, idx.shape[1]):
+        assert ((idx[0, q] == planted) & valid[0, q]).any(), q
 
 
 def test_aux_loss_trains_the_predictor():
