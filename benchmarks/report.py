@@ -37,6 +37,7 @@ VARIANTS: tuple[tuple[str, str], ...] = (
 BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("lm", "Language modelling at equal size and tokens, and length extrapolation", ("_length",)),
     ("lm_gated_e2", "Language modelling: the gated layer, the patterns and the SSM width (3 seeds)", ()),
+    ("lm_gate_start", "Language modelling: where the SSM output gate starts (token gate, 3 seeds at 0.2)", ()),
     ("lm_gated_e2_4x", "Language modelling at 4x the training steps (seed 0)", ()),
     ("lm_gated_mamba2_4x", "Language modelling at 4x the training steps: Mamba2 (seed 0)", ()),
     ("lm_gated_e2_step_speed", "Training tokens/s of the language-modelling arms, side by side", ()),
@@ -45,6 +46,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("mqar_long", "MQAR grid, longer training (training issue)", ("",)),
     ("mqar_2500", "MQAR grid, zeros filler at 2500 steps (training issue)", ("",)),
     ("mqar_gated", "MQAR grid at 1500 steps: the gated bmojo layer, the SB pattern and the hybrid", ("",)),
+    ("mqar_token02_random", "MQAR at 1500 steps, random filler: the token gate at 0.2 (the default), its curve", ("",)),
     ("train_speed", "Training speed and memory", ("_length",)),
     ("decode", "Decode speed and cache size", ("",)),
     ("train_speed_issue18", "Training speed and memory: the shipped pattern and the paper's memory sizes", ()),
