@@ -122,7 +122,12 @@ class BMojoCache(Cache):
             layer.allocate(batch, dtype, device)
         self.positions = torch.zeros(batch, dtype=torch.long, device=device)
         self.steps = 0
-        self.host_position = 0
+        self._start_over(host_position=0)
+
+    def _start_over(self, host_position: int | None) -> None:
+        """A new state (allocated, reset or loaded): what the host knows of the position, and the fused
+        weights to be checked again at the next fused step."""
+        self.host_position = host_position
         self.fused_weights_checked = False
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -163,9 +168,8 @@ class BMojoCache(Cache):
             layer.reset()
         if self.positions is not None:
             self.positions = torch.zeros_like(self.positions)
-            self.host_position = 0
         self.steps = 0
-        self.fused_weights_checked = False
+        self._start_over(host_position=None if self.positions is None else 0)
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("a B'MOJO state summarises the past; it cannot be cropped")
@@ -194,8 +198,7 @@ class BMojoCache(Cache):
         for layer in self.layers:
             layer.tensors = {name: next(it) for name in layer.tensors}
         self.steps = steps
-        self.host_position = None
-        self.fused_weights_checked = False
+        self._start_over(host_position=None)
 
 
 __all__ = ["BMojoCache", "BMojoLayerState"]
