@@ -56,20 +56,20 @@ PATTERN_ARMS: dict[str, tuple[str, str | None]] = {"SSSB": ("bmojo", "SSSB"), "S
 # in 1500 steps): ``_g0``/``_g01`` the vector gate starting at 0/0.1; ``_in*`` the token gate (named "input" in
 # the screening runs of lm_gate_screen*) starting at 0.05, 0.2, 0.5 in every layer; ``_in05L`` at 0.5, the last
 # layer at 0.05 (for 4 layers). ``SSSB_e2_in02``: the preset pattern with the token gate at 0.2.
-GATE_ARMS = {
-    "bmojo_e2_g0": {"ssm_output_gate_init": 0.0},
-    "bmojo_e2_g01": {"ssm_output_gate_init": 0.1},
-    "bmojo_e2_in005": {"ssm_output_gate": "token", "ssm_output_gate_init": 0.05},
-    "bmojo_e2_in02": {"ssm_output_gate": "token", "ssm_output_gate_init": 0.2},
-    "bmojo_e2_in05": {"ssm_output_gate": "token", "ssm_output_gate_init": 0.5},
-    "bmojo_e2_in05L": {"ssm_output_gate": "token", "ssm_output_gate_init": [0.5, 0.5, 0.5, 0.05]},
+GATE_ARMS: dict[str, tuple[str, dict]] = {  # arm -> (layer pattern, gate fields); every one at expansion 2
+    "bmojo_e2_g0": ("B", {"ssm_output_gate": "vector", "ssm_output_gate_init": 0.0}),
+    "bmojo_e2_g01": ("B", {"ssm_output_gate": "vector", "ssm_output_gate_init": 0.1}),
+    "bmojo_e2_in005": ("B", {"ssm_output_gate": "token", "ssm_output_gate_init": 0.05}),
+    "bmojo_e2_in02": ("B", {"ssm_output_gate": "token", "ssm_output_gate_init": 0.2}),
+    "bmojo_e2_in05": ("B", {"ssm_output_gate": "token", "ssm_output_gate_init": 0.5}),
+    "bmojo_e2_in05L": ("B", {"ssm_output_gate": "token", "ssm_output_gate_init": [0.5, 0.5, 0.5, 0.05]}),
+    "SSSB_e2_in02": ("SSSB", {"ssm_output_gate": "token", "ssm_output_gate_init": 0.2}),
 }
 # Each gate variant arm -> the VARIANTS suffix of its SSM width (its ssm arm for the targets: ``ssm_e2``).
-GATE_VARIANT_ARMS: dict[str, str] = {**dict.fromkeys(GATE_ARMS, "_e2"), "SSSB_e2_in02": "_e2"}
+GATE_VARIANT_ARMS: dict[str, str] = dict.fromkeys(GATE_ARMS, "_e2")
 ABLATION_ARMS: dict[str, tuple[str, str | None]] = {
     "bmojo_nogate": ("bmojo", "B"),
-    **{arm: ("bmojo", "B") for arm in GATE_ARMS},
-    "SSSB_e2_in02": ("bmojo", "SSSB"),
+    **{arm: ("bmojo", pattern) for arm, (pattern, _) in GATE_ARMS.items()},
 }
 # Variants of the B'MOJO arms (suffix -> config overrides), each arm ``<base><suffix>`` with its MLP width
 # re-solved to the common parameter count. The Mamba2 arm has twice the depth, an SSM inner width of twice the
@@ -83,8 +83,7 @@ VARIANT_ARMS: dict[str, tuple[str, str | None]] = {
 LM_ARMS: dict[str, tuple[str, str | None]] = {**ARMS, **PATTERN_ARMS, **ABLATION_ARMS, **VARIANT_ARMS}
 CONFIG_OVERRIDES: dict[str, dict] = {
     "bmojo_nogate": {"ssm_output_gate": "none"},
-    **{arm: {"ssm_num_heads": 8, **fields} for arm, fields in GATE_ARMS.items()},
-    "SSSB_e2_in02": {"ssm_num_heads": 8, **GATE_ARMS["bmojo_e2_in02"]},
+    **{arm: {"ssm_num_heads": 8, **fields} for arm, (_, fields) in GATE_ARMS.items()},
     **{base + suffix: overrides for suffix, overrides in VARIANTS.items() for base in VARIANT_BASES},
 }
 REFERENCE_ARM = "bmojo"

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.lm import FULL, QUICK
-from benchmarks.lm_models import ARMS, REFERENCE_ARM, LMShape, hybrid_layer_types, sized_configs, solve_width
+from benchmarks.lm_models import (
+    ARMS,
+    GATE_ARMS,
+    LM_ARMS,
+    REFERENCE_ARM,
+    LMShape,
+    arm_config,
+    hybrid_layer_types,
+    sized_configs,
+    solve_width,
+)
 
 TINY = LMShape(hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64, sliding_window=8, chunk_size=8,
                eidetic_slots=8, ssm_heads=2, ssm_head_dim=16, ssm_state_size=8)  # fmt: skip
@@ -58,3 +68,12 @@ def test_gated_targets_compare_a_variant_with_the_ssm_of_the_same_variant():
     rows = [{"arm": "ssm", "ppl_1x": 3.0}, {"arm": "ssm_e2", "ppl_1x": 4.0}, {"arm": "bmojo_e2", "ppl_1x": 3.5}]
     (check,) = [c for c in check_gated_targets(rows) if "ssm" in c["target"]]
     assert "ssm_e2" in check["target"] and check["met"]
+
+
+@pytest.mark.parametrize("arm", list(LM_ARMS))
+def test_every_lm_arm_is_a_valid_config(arm):
+    """Every arm the benchmark offers builds (an arm that leaned on a default broke when the default gate changed)."""
+    config = arm_config(arm, TINY, 64)
+    if arm in GATE_ARMS:
+        pattern, fields = GATE_ARMS[arm]
+        assert all(getattr(config, k) == v for k, v in fields.items())
