@@ -318,11 +318,8 @@ def _mixer_step(layer, w: dict, x: torch.Tensor, tokens: Tokens, state) -> torch
         parts.insert(0, _eidetic_step(mixer, proj, normed, s, sproj, entry, tokens, fused, state))
     q = qk_rot[:, None, :heads]
     out = softmax_attention(q, parts, scale=1.0)  # (B, 1, heads, D)
-    if mixer.ssm_gate_proj is not None:  # the token gate: one logit per token from the layer input
-        gate = torch.sigmoid(mixer.ssm_gate_proj.logits(normed))
-        x = torch.addcmul(x, gate * mixer.ssm_gate, s)
-    elif mixer.ssm_gate is not None:  # the gated current SSM output
-        x = torch.addcmul(x, mixer.ssm_gate, s)
+    if mixer.ssm_gate is not None:  # the gated current SSM output (the token gate reads the layer input)
+        x = torch.addcmul(x, mixer.ssm_gate_values(normed), s)
     return torch.addmm(x, out.reshape(batch, heads * dim), mixer.o_proj.weight.t())
 
 
