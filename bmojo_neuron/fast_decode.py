@@ -98,10 +98,8 @@ def layer_step(layer, hidden: torch.Tensor, tokens: Tokens, state) -> torch.Tens
 def _param_key(modules) -> tuple:
     """What the fused weights depend on: the parameters (identity, storage, version) and the submodules."""
     params = [p for m in modules for p in m._parameters.values() if p is not None]
-    try:
-        versions = [p._version for p in params]
-    except RuntimeError:  # inference tensors have no version counter; they cannot change in place
-        versions = [p._version if not p.is_inference() else -1 for p in params]
+    # Inference tensors have no version counter (reading it raises); they cannot change in place.
+    versions = [-1 if p.is_inference() else p._version for p in params]
     children = [c for m in modules for c in m._modules.values()]
     return params, [p.data_ptr() for p in params], versions, children
 

@@ -95,3 +95,15 @@ def test_prompt_after_a_loaded_state_uses_the_general_path():
     assert copy.host_position is None
     tail = model(ids[:, 9:], cache=copy, use_cache=True).logits
     torch.testing.assert_close(tail, full_logits(model, ids)[:, 9:], atol=ATOL, rtol=0)
+
+
+def test_inference_mode_model_decodes_like_the_full_forward():
+    """A model built under ``torch.inference_mode`` has parameters without a version counter: the fused
+    weights' check must still work (reading ``_version`` of such a tensor raises)."""
+    with torch.inference_mode():
+        model = tiny_model(["bmojo", "ssm"], **SHORT_WINDOWS)
+        assert model.model.layers[0].mixer.q_proj.weight.is_inference()
+        ids = torch.randint(0, 256, (1, 14), generator=torch.Generator().manual_seed(7))
+        cached, cache = decode(model, ids, with_mask=False)
+        assert cache.fused_weights_checked
+        torch.testing.assert_close(cached, full_logits(model, ids), atol=ATOL, rtol=0)
