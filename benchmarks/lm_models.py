@@ -55,15 +55,21 @@ PATTERN_ARMS: dict[str, tuple[str, str | None]] = {"SSSB": ("bmojo", "SSSB"), "S
 # The expansion-2 bmojo with other SSM-output gates (with the vector gate at 1 the layer did not learn MQAR recall
 # in 1500 steps): ``_g0``/``_g01`` the vector gate starting at 0/0.1; ``_in*`` the token gate (named "input" in
 # the screening runs of lm_gate_screen*) starting at 0.05, 0.2, 0.5 in every layer; ``_in05L`` at 0.5, the last
-# layer at 0.05 (for 4 layers). ``SSSB_e2_in02``: the preset pattern with the token gate at 0.2.
-GATE_ARMS: dict[str, tuple[str, dict]] = {  # arm -> (layer pattern, gate fields); every one at expansion 2
-    "bmojo_e2_g0": ("B", {"ssm_output_gate": "vector", "ssm_output_gate_init": 0.0}),
-    "bmojo_e2_g01": ("B", {"ssm_output_gate": "vector", "ssm_output_gate_init": 0.1}),
-    "bmojo_e2_in005": ("B", {"ssm_output_gate": "token", "ssm_output_gate_init": 0.05}),
-    "bmojo_e2_in02": ("B", {"ssm_output_gate": "token", "ssm_output_gate_init": 0.2}),
-    "bmojo_e2_in05": ("B", {"ssm_output_gate": "token", "ssm_output_gate_init": 0.5}),
-    "bmojo_e2_in05L": ("B", {"ssm_output_gate": "token", "ssm_output_gate_init": [0.5, 0.5, 0.5, 0.05]}),
-    "SSSB_e2_in02": ("SSSB", {"ssm_output_gate": "token", "ssm_output_gate_init": 0.2}),
+# layer at 0.05 (for 4 layers). ``SSSB_e2_in02``: the preset pattern with the token gate at 0.2. These ran with
+# the innovation standardised within its chunk and pin it; ``*_raw``: the same with the raw innovation.
+_VECTOR = {"ssm_output_gate": "vector", "eidetic_innovation_norm": "chunk"}
+_TOKEN = {"ssm_output_gate": "token", "eidetic_innovation_norm": "chunk"}
+_RAW = {"ssm_output_gate": "token", "ssm_output_gate_init": 0.2, "eidetic_innovation_norm": "none"}
+GATE_ARMS: dict[str, tuple[str, dict]] = {  # arm -> (layer pattern, config fields); every one at expansion 2
+    "bmojo_e2_g0": ("B", {**_VECTOR, "ssm_output_gate_init": 0.0}),
+    "bmojo_e2_g01": ("B", {**_VECTOR, "ssm_output_gate_init": 0.1}),
+    "bmojo_e2_in005": ("B", {**_TOKEN, "ssm_output_gate_init": 0.05}),
+    "bmojo_e2_in02": ("B", {**_TOKEN, "ssm_output_gate_init": 0.2}),
+    "bmojo_e2_in05": ("B", {**_TOKEN, "ssm_output_gate_init": 0.5}),
+    "bmojo_e2_in05L": ("B", {**_TOKEN, "ssm_output_gate_init": [0.5, 0.5, 0.5, 0.05]}),
+    "SSSB_e2_in02": ("SSSB", {**_TOKEN, "ssm_output_gate_init": 0.2}),
+    "bmojo_e2_in02_raw": ("B", _RAW),
+    "SSSB_e2_in02_raw": ("SSSB", _RAW),
 }
 # Each gate variant arm -> the VARIANTS suffix of its SSM width (its ssm arm for the targets: ``ssm_e2``).
 GATE_VARIANT_ARMS: dict[str, str] = dict.fromkeys(GATE_ARMS, "_e2")
@@ -293,6 +299,7 @@ def describe(config: PretrainedConfig) -> dict:
         "expand",
         "ssm_output_gate",
         "ssm_output_gate_init",
+        "eidetic_innovation_norm",
     )
     d = config.to_dict()
     return {k: d[k] for k in keys if k in d and d[k] is not None}

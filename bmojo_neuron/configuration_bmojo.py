@@ -100,10 +100,12 @@ class BMojoConfig(PreTrainedConfig):
         eidetic_aux_loss_weight: weight of the innovation predictor's auxiliary loss.
         eidetic_innovation: ``predictor`` (learned ``W_p s_{j-1}`` predicts ``x_j``) or ``key``
             (parameter-free: ``||W_k x_j - W_k s_{j-1}||^2``).
-        eidetic_innovation_norm: ``chunk`` standardises the innovation within each chunk (zero mean, unit
-            variance over its real tokens) before it enters the selection score, so that it ranks tokens from
-            the first step (raw, it is about 1 for every token of a normalised input with an untrained
-            predictor); ``none`` uses the raw innovation.
+        eidetic_innovation_norm: ``none`` enters the raw innovation in the selection score: it ranks the
+            tokens alone at step 0 (the learned term starts at zero) and with a weight that grows with what the
+            predictor has learned (its spread within a chunk); ``chunk`` standardises it within each chunk (zero
+            mean, unit variance over its real tokens), so that even an untrained predictor's innovation enters
+            at unit scale: it then decides the selection for longer, but where the innovation carries no
+            information (random tokens) it is unit-scale noise the learned term must outgrow (docs/layer.md).
         ssm_output_gate: how a ``bmojo_f``/``bmojo`` mixer reads the SSM output at the query's own position:
             ``vector`` adds ``g * s_i`` (``g`` a per-channel parameter) to the attention's output projection,
             so that a layer with that projection at zero is its SSM (Mamba as a special case); ``token`` makes
@@ -159,7 +161,7 @@ class BMojoConfig(PreTrainedConfig):
     eidetic_policy: str = "topk"
     eidetic_aux_loss_weight: float = 0.1
     eidetic_innovation: str = "predictor"
-    eidetic_innovation_norm: str = "chunk"
+    eidetic_innovation_norm: str = "none"
     ssm_output_gate: str = "token"
     ssm_output_gate_init: float | list[float] | None = None
     ssm_state_size: int = 16

@@ -8,7 +8,8 @@ innovation of the next token predicts from it); the memory the current chunk see
 completed chunks it does not see yet (``lag - 1`` of them), ``pend_kv`` (B, lag-1, k, 2, K, D),
 ``pend_score``/``pend_prio`` (B, lag-1, k); and the current chunk (slot ``p % C``), ``chunk_kv``
 (B, C, 2, K, D), ``chunk_score`` (B, C) the learned part of the score (``-inf`` = empty) and ``chunk_innov``
-(B, C) the raw innovation, standardised within the chunk when the chunk completes.
+(B, C) the raw innovation (standardised within the chunk when the chunk completes, with
+``eidetic_innovation_norm="chunk"``).
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ class BMojoEideticMemory(nn.Module):
     """Selects tokens by a learnable score built on their innovation and gathers their keys/values.
 
     ``innovation_j = mean((x_j - W_p s_{j-1})^2)``: how badly the fading memory predicted the (normalised)
-    layer input. ``score_j = a * z_j + w . [x_j, s_j] + b`` with ``z`` the innovation standardised within its
-    chunk (``eidetic_innovation_norm="chunk"``; the raw innovation with ``"none"``); memory slots attend with
+    layer input. ``score_j = a * z_j + w . [x_j, s_j] + b`` with ``z`` the raw innovation (the default
+    ``eidetic_innovation_norm="none"``) or the innovation standardised within its chunk (``"chunk"``); memory
+    slots attend with
     the logit bias ``log sigmoid(score)``, which is how the score's parameters learn from what retrieval was
     worth. A chunk's scores are complete when the chunk is: selection reads them only then.
     """
