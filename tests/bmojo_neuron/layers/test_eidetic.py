@@ -92,18 +92,20 @@ def test_planted_token_is_selected_kept_and_attended():
     assert not torch.allclose(without_memory[0, -1], v[0, planted], rtol=0.05, atol=0.05)
 
 
-def test_high_innovation_token_enters_the_model_memory():
-    """Inside the model: a token far from what the fading memory predicts has the top innovation and is stored.
+@pytest.mark.parametrize("norm", ["none", "chunk"])
+def test_high_innovation_token_enters_the_model_memory(norm):
+    """Inside the model: a token far from what the fading memory predicts has the top innovation and is stored,
+    with the raw and with the chunk-standardised innovation.
 
     The predictor is set to predict the ordinary token from the SSM's steady state (a random predictor can sit
     closer to the planted token than to the ordinary one: every normalised input has the same norm)."""
-    config = tiny_config(["bmojo"], eidetic_policy="topk")
+    config = tiny_config(["bmojo"], eidetic_policy="topk", eidetic_innovation_norm=norm)
     model = BMojoForCausalLM(config).eval()
     layer = model.model.layers[0]
     memory = layer.mixer.eidetic
     memory.record = True
     planted = 15  # the last token of its chunk: the tokens after it, which the fading memory also mispredicts,
-    # are standardised with their own chunk
+    # compete in (and, standardised, are standardised with) their own chunk
     with torch.no_grad():
         memory.innovation_scale.fill_(100.0)
         embeddings = model.model.embed_tokens.weight
