@@ -38,7 +38,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("lm", "Language modelling at equal size and tokens, and length extrapolation", ("_length",)),
     ("lm_gated_e2", "Language modelling: the gated layer, the patterns and the SSM width (3 seeds)", ()),
     ("lm_gate_start", "Language modelling: where the SSM output gate starts (token gate, 3 seeds at 0.2)", ()),
-    ("lm_innovation_norm", "Language modelling: the raw innovation (`_raw`, the default since 2026-12-02) beside lm_gate_start", ()),
+    ("lm_innovation_norm", "Language modelling: the raw innovation (`_raw`, now the default), 3 seeds", ()),
     ("lm_gated_e2_4x", "Language modelling at 4x the training steps (seed 0)", ()),
     ("lm_gated_mamba2_4x", "Language modelling at 4x the training steps: Mamba2 (seed 0)", ()),
     ("lm_gated_e2_step_speed", "Training tokens/s of the language-modelling arms, side by side", ()),
