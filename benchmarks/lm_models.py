@@ -59,7 +59,7 @@ PATTERN_ARMS: dict[str, tuple[str, str | None]] = {"SSSB": ("bmojo", "SSSB"), "S
 # the innovation standardised within its chunk and pin it; ``*_raw``: the same with the raw innovation.
 _VECTOR = {"ssm_output_gate": "vector", "eidetic_innovation_norm": "chunk"}
 _TOKEN = {"ssm_output_gate": "token", "eidetic_innovation_norm": "chunk"}
-_RAW = {"ssm_output_gate": "token", "ssm_output_gate_init": 0.2, "eidetic_innovation_norm": "none"}
+_RAW = {**_TOKEN, "ssm_output_gate_init": 0.2, "eidetic_innovation_norm": "none"}
 GATE_ARMS: dict[str, tuple[str, dict]] = {  # arm -> (layer pattern, config fields); every one at expansion 2
     "bmojo_e2_g0": ("B", {**_VECTOR, "ssm_output_gate_init": 0.0}),
     "bmojo_e2_g01": ("B", {**_VECTOR, "ssm_output_gate_init": 0.1}),
@@ -70,6 +70,7 @@ GATE_ARMS: dict[str, tuple[str, dict]] = {  # arm -> (layer pattern, config fiel
     "SSSB_e2_in02": ("SSSB", {**_TOKEN, "ssm_output_gate_init": 0.2}),
     "bmojo_e2_in02_raw": ("B", _RAW),
     "SSSB_e2_in02_raw": ("SSSB", _RAW),
+    "bmojo_e2_in005_raw": ("B", {**_RAW, "ssm_output_gate_init": 0.05}),
 }
 # Each gate variant arm -> the VARIANTS suffix of its SSM width (its ssm arm for the targets: ``ssm_e2``).
 GATE_VARIANT_ARMS: dict[str, str] = dict.fromkeys(GATE_ARMS, "_e2")

@@ -16,6 +16,7 @@ from benchmarks.lm_models import (
     sized_configs,
     solve_width,
 )
+from bmojo_neuron.configuration_bmojo import expand_layer_pattern
 
 TINY = LMShape(hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64, sliding_window=8, chunk_size=8,
                eidetic_slots=8, ssm_heads=2, ssm_head_dim=16, ssm_state_size=8)  # fmt: skip
@@ -77,3 +78,4 @@ def test_every_lm_arm_is_a_valid_config(arm):
     if arm in GATE_ARMS:
         pattern, fields = GATE_ARMS[arm]
         assert all(getattr(config, k) == v for k, v in fields.items())
+        assert config.layer_types == expand_layer_pattern(pattern, TINY.num_layers)
