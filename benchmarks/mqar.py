@@ -18,7 +18,9 @@ window 16, hidden 64, random filler) in minutes, as a pipeline check. Results:
 
 Cells are independent runs, so a grid can be split over processes or machines (``--layer-types``,
 ``--fillers``) and joined with ``--merge a.json b.json --name NAME`` (``--layer-types`` there keeps only those
-arms, e.g. an older run's baselines beside new arms). The runs of docs/results.md: ``mqar_long_cpu`` (before the
+arms, e.g. an older run's baselines beside new arms). A run trains at one ``--lr``; runs of the same grid at
+several rates join with ``--merge ... --best-lr``, each cell at its best rate (Zoology's protocol: the phase
+change of MQAR comes at different rates for different layers). The runs of docs/results.md: ``mqar_long_cpu`` (before the
 gated SSM output) was ``--grid cpu --threads 1`` at 1500 steps, one process per group of layer types; the
 zeros-filler row again at 2500 steps and 160000 examples in ``mqar_2500_cpu``; ``mqar_gated_cpu`` joins the
 gated ``bmojo``, ``hybrid`` and ``SB`` cells with ``mqar_long_cpu``'s attention, sliding-window and ``ssm`` ones.
@@ -235,25 +237,59 @@ def _grid_field(meta: dict, key: str):
     return {} if key == "model_overrides" and value is None else value
 
 
-def merge(paths: list[Path], arms: list[str] | None = None) -> tuple[list[dict], dict]:
+def merge(paths: list[Path], arms: list[str] | None = None, best_lr: bool = False) -> tuple[list[dict], dict]:
     """The cells of several runs of one grid (e.g. its layer types split over two machines or processes) as one
     result: rows in grid order, the first run's meta plus where each part came from, targets recomputed.
-    ``arms``: keep only these arms' cells (e.g. the baselines of an older run beside new arms)."""
+    ``arms``: keep only these arms' cells (e.g. the baselines of an older run beside new arms).
+
+    ``best_lr``: the runs may differ in their learning rate, and each cell is reported at the rate where it
+    recalled best, with every rate's accuracy in ``accuracy_by_lr`` (Zoology's protocol: MQAR's sudden phase
+    changes come at different rates for different layers, and at 3e-3 full attention stays at chance here).
+    Every cell must have run at every rate of the sweep, so that no arm gets more tries than another."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     first = runs[0]["meta"]
+    same = [k for k in SAME_IN_MERGED_RUNS if not (best_lr and k == "lr")]
     for path, run_ in zip(paths[1:], runs[1:]):
-        differ = [k for k in SAME_IN_MERGED_RUNS if _grid_field(run_["meta"], k) != _grid_field(first, k)]
+        differ = [k for k in same if _grid_field(run_["meta"], k) != _grid_field(first, k)]
         if differ:
             raise ValueError(f"{path}: not the same grid as {paths[0]} (differs in {', '.join(differ)})")
-    rows = [row for run_ in runs for row in run_["rows"] if arms is None or row["layer_type"] in arms]
-    cells = [(*group_key(r), r["layer_type"]) for r in rows]
+    rows = [
+        {**row, "lr": row.get("lr", run_["meta"]["lr"])}
+        for run_ in runs
+        for row in run_["rows"]
+        if arms is None or row["layer_type"] in arms
+    ]
+    if best_lr:
+        rows = _best_over_lr(rows)
+    cells = [(*group_key(r), r["layer_type"], r["lr"]) for r in rows]
     if len(set(cells)) != len(cells):
         raise ValueError(f"the runs share cells: {sorted({c for c in cells if cells.count(c) > 1})}")
     rows.sort(key=lambda r: (*group_key(r), ARMS.index(r["layer_type"])))
     parts = [{"file": str(p), "git_sha": r["meta"].get("git_sha"), "git_dirty": r["meta"].get("git_dirty"),
               "timestamp": r["meta"].get("timestamp"), "cells": len(r["rows"])} for p, r in zip(paths, runs)]  # fmt: skip
     meta = {**first, "merged_from": parts, "targets": target_checks(rows)}
+    if best_lr:
+        meta["lr"] = f"best of {sorted({r['meta']['lr'] for r in runs})} per cell"
     return rows, meta
+
+
+def _best_over_lr(rows: list[dict]) -> list[dict]:
+    """One row per cell: the one of the best accuracy over its learning rates, ``accuracy_by_lr`` beside it."""
+    by_cell: dict[tuple, dict[float, dict]] = {}
+    for r in rows:
+        tries = by_cell.setdefault((*group_key(r), r["layer_type"]), {})
+        if r["lr"] in tries:
+            raise ValueError(f"the runs share cells: {(*group_key(r), r['layer_type'])} at lr {r['lr']}")
+        tries[r["lr"]] = r
+    sweep = sorted({lr for tries in by_cell.values() for lr in tries})
+    missing = [f"{cell} at lr {lr}" for cell, tries in by_cell.items() for lr in sweep if lr not in tries]
+    if missing:
+        raise ValueError(f"every cell must run at every learning rate of the sweep; missing: {'; '.join(missing)}")
+    best = []
+    for tries in by_cell.values():
+        winner = max(tries.values(), key=lambda r: r["accuracy"])  # the first rate on a tie
+        best.append({**winner, "accuracy_by_lr": {str(lr): tries[lr]["accuracy"] for lr in sweep}})
+    return best
 
 
 def write(name: str, rows: list[dict], meta: dict) -> None:
@@ -291,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "accuracy_curve (phase changes in MQAR are sudden: the curve says how far a cell was from one)")  # fmt: skip
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                         help="do not train: merge the cells of these results files of one grid into --name")  # fmt: skip
+    parser.add_argument("--best-lr", action="store_true",
+                        help="with --merge: the runs may differ in --lr; report each cell at its best rate (every "
+                        "cell must have run at every rate)")  # fmt: skip
     return parser
 
 
@@ -302,7 +341,8 @@ def _merge_files(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     if missing:
         parser.error(f"--merge: no such file: {', '.join(missing)}")
     try:
-        rows, meta = merge(args.merge, _arms(parser, args.layer_types) if args.layer_types else None)
+        arms = _arms(parser, args.layer_types) if args.layer_types else None
+        rows, meta = merge(args.merge, arms, best_lr=args.best_lr)
     except (ValueError, KeyError, json.JSONDecodeError) as e:
         parser.error(f"--merge: {e}")
     write(args.name, rows, meta)
@@ -368,6 +408,7 @@ def _run_cell(setting, hidden: int, filler: str, layer_type: str, steps: int, ex
         "layer_type": layer_type,
         "params": params,
         "accuracy": round(result.metrics["eval_accuracy"], 4),
+        "lr": args.lr,
         **hit_rate(config),
         "train_seconds": round(time.time() - start, 1),
     }
@@ -382,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.merge:
         return _merge_files(parser, args)
+    if args.best_lr:
+        parser.error("--best-lr goes with --merge (train one rate per run, then merge the runs)")
     args.model_overrides = _model_overrides(parser, args.model_set)
     mode, grid = _grid(parser, args)
     steps = args.steps or grid["steps"]

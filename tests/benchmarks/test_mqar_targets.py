@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.mqar import TARGET, merge, target_checks
+from benchmarks.mqar import TARGET, main, merge, target_checks
 
 
 def _row(filler: str, layer_type: str, accuracy: float) -> dict:
@@ -53,6 +53,7 @@ def test_merge_joins_the_cells_of_one_grid_in_grid_order(tmp_path):
     ("second_rows", "second_meta", "message"),
     [
         ([_row("zeros", "ssm", 0.1)], {"steps": 600}, "differs in steps"),
+        ([_row("zeros", "ssm", 0.1)], {"lr": 3e-3}, "differs in lr"),
         ([_row("zeros", "bmojo", 0.5)], {}, "share cells"),
     ],
 )
@@ -75,6 +76,28 @@ def test_merge_keeps_chosen_arms_and_takes_runs_older_than_overrides(tmp_path):
     assert len(meta["merged_from"]) == 2
 
 
+def test_best_lr_reports_each_cell_at_its_best_rate(tmp_path):
+    slow = _results(tmp_path / "a.json", [_row("random", "bmojo", 0.675), _row("random", "attention", 0.99)])
+    fast = _results(tmp_path / "b.json", [_row("random", "bmojo", 0.96), _row("random", "attention", 0.01)], lr=3e-3)
+    rows, meta = merge([slow, fast], best_lr=True)
+    assert [(r["layer_type"], r["accuracy"], r["lr"]) for r in rows] == [
+        ("attention", 0.99, 1e-3),
+        ("bmojo", 0.96, 3e-3),
+    ]
+    assert rows[1]["accuracy_by_lr"] == {"0.001": 0.675, "0.003": 0.96}
+    assert meta["lr"] == "best of [0.001, 0.003] per cell"
+    assert {c["target"]: c["met"] for c in meta["targets"]}[f"T=128, 8 pairs, d=128, random: bmojo >= {TARGET}"]
+
+
+def test_best_lr_refuses_a_cell_that_missed_a_rate(tmp_path):
+    slow = _results(tmp_path / "a.json", [_row("random", "bmojo", 0.675), _row("random", "ssm", 0.01)])
+    fast = _results(tmp_path / "b.json", [_row("random", "bmojo", 0.96)], lr=3e-3)
+    with pytest.raises(ValueError, match=r"missing: .*'ssm'\) at lr 0.003"):
+        merge([slow, fast], best_lr=True)
+    rows, _ = merge([slow, fast], arms=["bmojo"], best_lr=True)  # the arms that ran at every rate
+    assert [r["accuracy"] for r in rows] == [0.96]
+
+
 def test_stacks_are_checked_against_every_baseline():
     rows = [
         _row("zeros", a, acc) for a, acc in [("sliding_attention", 0.5), ("ssm", 0.2), ("hybrid", 0.97), ("SB", 0.96)]
@@ -86,3 +109,10 @@ def test_stacks_are_checked_against_every_baseline():
         "T=128, 8 pairs, d=128, zeros: SB > ssm": True,
         "T=128, 8 pairs, d=128, zeros: SB > hybrid": False,
     }
+
+
+def test_best_lr_without_merge_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--grid", "quick", "--best-lr"])
+    assert exit_.value.code == 2
+    assert "--best-lr goes with --merge" in capsys.readouterr().err
