@@ -50,6 +50,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("mqar_gated", "MQAR grid at 1500 steps: the gated bmojo layer, the SB pattern and the hybrid", ("",)),
     ("mqar_token02_random", "MQAR at 1500 steps, random filler: the token gate at 0.2 (the default), its curve", ("",)),
     ("mqar_innovation_probes", "MQAR probes: the innovation's normalisation and the gate's start", ()),
+    ("mqar_lr_probes", "MQAR probes on random filler: the default layer at lr 3e-3, and two gate settings", ()),
     ("mqar_raw_SB_random", "MQAR at 1500 steps, random filler: the SB pattern with the raw innovation", ("",)),
     ("train_speed", "Training speed and memory", ("_length",)),
     ("decode", "Decode speed and cache size", ("",)),
