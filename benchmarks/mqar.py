@@ -20,9 +20,9 @@ Cells are independent runs, so a grid can be split over processes or machines (`
 ``--fillers``) and joined with ``--merge a.json b.json --name NAME`` (``--layer-types`` there keeps only those
 arms, e.g. an older run's baselines beside new arms). A run trains at one ``--lr``; runs of the same grid at
 several rates join with ``--merge ... --best-lr``, each cell at its best rate (Zoology's protocol: the phase
-change of MQAR comes at different rates for different layers). The runs of docs/results.md: ``mqar_long_cpu`` (before the
-gated SSM output) was ``--grid cpu --threads 1`` at 1500 steps, one process per group of layer types; the
-zeros-filler row again at 2500 steps and 160000 examples in ``mqar_2500_cpu``; ``mqar_gated_cpu`` joins the
+change of MQAR comes at different rates for different layers). The runs of docs/results.md: ``mqar_long_cpu``
+(before the gated SSM output) was ``--grid cpu --threads 1`` at 1500 steps, one process per group of layer
+types; the zeros-filler row again at 2500 steps and 160000 examples in ``mqar_2500_cpu``; ``mqar_gated_cpu`` joins the
 gated ``bmojo``, ``hybrid`` and ``SB`` cells with ``mqar_long_cpu``'s attention, sliding-window and ``ssm`` ones.
 """
 
