@@ -259,11 +259,11 @@ def merge(paths: list[Path], arms: list[str] | None = None, best_lr: bool = Fals
         for row in run_["rows"]
         if arms is None or row["layer_type"] in arms
     ]
-    if best_lr:
-        rows = _best_over_lr(rows)
     cells = [(*group_key(r), r["layer_type"], r["lr"]) for r in rows]
     if len(set(cells)) != len(cells):
         raise ValueError(f"the runs share cells: {sorted({c for c in cells if cells.count(c) > 1})}")
+    if best_lr:
+        rows = _best_over_lr(rows)
     rows.sort(key=lambda r: (*group_key(r), ARMS.index(r["layer_type"])))
     parts = [{"file": str(p), "git_sha": r["meta"].get("git_sha"), "git_dirty": r["meta"].get("git_dirty"),
               "timestamp": r["meta"].get("timestamp"), "cells": len(r["rows"])} for p, r in zip(paths, runs)]  # fmt: skip
@@ -274,13 +274,11 @@ def merge(paths: list[Path], arms: list[str] | None = None, best_lr: bool = Fals
 
 
 def _best_over_lr(rows: list[dict]) -> list[dict]:
-    """One row per cell: the one of the best accuracy over its learning rates, ``accuracy_by_lr`` beside it."""
+    """One row per cell: the one of the best accuracy over its learning rates, ``accuracy_by_lr`` beside it.
+    ``rows`` hold each (cell, rate) once (:func:`merge` checks)."""
     by_cell: dict[tuple, dict[float, dict]] = {}
     for r in rows:
-        tries = by_cell.setdefault((*group_key(r), r["layer_type"]), {})
-        if r["lr"] in tries:
-            raise ValueError(f"the runs share cells: {(*group_key(r), r['layer_type'])} at lr {r['lr']}")
-        tries[r["lr"]] = r
+        by_cell.setdefault((*group_key(r), r["layer_type"]), {})[r["lr"]] = r
     sweep = sorted({lr for tries in by_cell.values() for lr in tries})
     missing = [f"{cell} at lr {lr}" for cell, tries in by_cell.items() for lr in sweep if lr not in tries]
     if missing:
