@@ -266,8 +266,13 @@ def merge(paths: list[Path], arms: list[str] | None = None, best_lr: bool = Fals
         rows = _best_over_lr(rows)
     rows.sort(key=lambda r: (*group_key(r), ARMS.index(r["layer_type"])))
     parts = [{"file": str(p), "git_sha": r["meta"].get("git_sha"), "git_dirty": r["meta"].get("git_dirty"),
-              "timestamp": r["meta"].get("timestamp"), "cells": len(r["rows"])} for p, r in zip(paths, runs)]  # fmt: skip
+              "timestamp": r["meta"].get("timestamp"), "cells": len(r["rows"]),
+              "eval_examples": r["meta"].get("eval_examples")} for p, r in zip(paths, runs)]  # fmt: skip
     meta = {**first, "merged_from": parts, "targets": target_checks(rows)}
+    # Not a grid field: the evaluation's size changes the accuracy's noise, not what was trained. Runs older than
+    # this field evaluated 1000 examples unless their command said otherwise, so they count as unknown.
+    eval_sizes = {part["eval_examples"] for part in parts}
+    meta["eval_examples"] = eval_sizes.pop() if len(eval_sizes) == 1 else "per run, see merged_from"
     if best_lr:
         meta["lr"] = f"best of {sorted({r['meta']['lr'] for r in runs})} per cell"
     return rows, meta
@@ -433,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {**environment_info(), "transformers": transformers.__version__, "steps": steps,
             "train_examples": examples, "batch_size": args.batch_size, "lr": args.lr, "vocab": args.vocab,
-            "layers": 2, "mode": mode, "model_overrides": args.model_overrides}  # fmt: skip
+            "eval_examples": args.eval_examples, "layers": 2, "mode": mode, "model_overrides": args.model_overrides}  # fmt: skip
     print("\n".join(f"{k}: {v}" for k, v in meta.items()))
     tokenizer = load_tokenizer("byte")
     layer_types = _arms(parser, args.layer_types or ",".join(DEFAULT_ARMS))

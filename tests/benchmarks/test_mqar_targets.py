@@ -89,6 +89,16 @@ def test_best_lr_reports_each_cell_at_its_best_rate(tmp_path):
     assert {c["target"]: c["met"] for c in meta["targets"]}[f"T=128, 8 pairs, d=128, random: bmojo >= {TARGET}"]
 
 
+def test_merge_keeps_each_runs_evaluation_size(tmp_path):
+    a = _results(tmp_path / "a.json", [_row("zeros", "bmojo", 0.97)], eval_examples=500)
+    b = _results(tmp_path / "b.json", [_row("zeros", "ssm", 0.1)])  # older than the field
+    _, meta = merge([a, b])
+    assert [p["eval_examples"] for p in meta["merged_from"]] == [500, None]
+    assert meta["eval_examples"] == "per run, see merged_from"
+    c = _results(tmp_path / "c.json", [_row("zeros", "ssm", 0.1)], eval_examples=500)
+    assert merge([a, c])[1]["eval_examples"] == 500
+
+
 def test_best_lr_refuses_a_cell_that_missed_a_rate(tmp_path):
     slow = _results(tmp_path / "a.json", [_row("random", "bmojo", 0.675), _row("random", "ssm", 0.01)])
     fast = _results(tmp_path / "b.json", [_row("random", "bmojo", 0.96)], lr=3e-3)
