@@ -140,6 +140,7 @@ def train_and_evaluate(arm: str, seed: int, settings: LMSettings, threads: int) 
     return {
         "arm": arm,
         "seed": seed,
+        "lr": settings.lr,
         "model_class": type(model).__name__,
         "non_embedding_params": non_embedding_params(model),
         "total_params": sum(p.numel() for p in model.parameters()),
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", help="results file name (default lm, or lm_quick with --quick)")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0); the table shows medians")
     parser.add_argument("--steps", type=int, help="optimizer steps per run")
+    parser.add_argument("--lr", type=float, help=f"AdamW peak learning rate (default {FULL.lr}); for a sweep, one "
+                        "rate per run, then benchmarks.lm_combine --best-lr")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (processes; default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--no-plots", action="store_true")
@@ -292,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         changes["seeds"] = tuple(args.seeds)
     if args.steps:
         changes["steps"] = args.steps
+    if args.lr is not None:
+        if not args.lr > 0:
+            parser.error(f"--lr must be positive, got {args.lr}")
+        changes["lr"] = args.lr
     settings = dataclasses.replace(settings, **changes)
     name = args.name or ("lm_quick" if args.quick else "lm")
 

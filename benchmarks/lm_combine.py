@@ -4,6 +4,10 @@ Seeds of one arm are often measured in separate invocations of ``benchmarks.lm``
 time); this merges their ``<name>_runs.json`` files into one ``<NAME>.{json,md}`` with the same rows
 (median, mean and spread over seeds, per-seed perplexity, tokens/s) and the same target checks. The runs
 must share the training settings (steps, batch, length): a mix would compare different budgets.
+
+``--best-lr``: the runs may differ in their learning rate only; each arm is reported at the rate of its best mean
+perplexity at 1x over its seeds, every rate's mean beside it. Every arm must have run at every rate of the sweep
+with the same seeds, so that no arm gets more tries than another.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 from pathlib import Path
 
 from benchmarks._common import RESULTS_DIR, environment_info, write_results
@@ -28,23 +33,47 @@ def _source(runs_path: Path) -> dict:
     return {"file": runs_path.name, "git_sha": meta["git_sha"], "git_dirty": meta["git_dirty"], **meta}
 
 
-def combine(paths: list[Path]) -> tuple[list[dict], dict]:
-    """The runs of every file (a later file's (arm, seed) replaces an earlier one's) and the meta to record."""
-    by_key: dict[tuple[str, int], dict] = {}
+def combine(paths: list[Path], best_lr: bool = False) -> tuple[list[dict], dict]:
+    """The runs of every file (a later file's (arm, seed, lr) replaces an earlier one's) and the meta to record.
+    Each run records its ``lr`` (runs older than the field take their file's). ``best_lr``: the files may differ
+    in their learning rate (see :func:`best_over_lr`)."""
+    keys = [k for k in SETTINGS_KEYS if not (best_lr and k == "lr")]
+    by_key: dict[tuple[str, int, float], dict] = {}
     sources, settings = [], None
     for path in paths:
         src = _source(path)
-        mine = {k: src["settings"][k] for k in SETTINGS_KEYS}
+        mine = {k: src["settings"][k] for k in keys}
         if settings is not None and mine != settings:
             raise ValueError(f"runs: {path.name} was trained with other settings than {paths[0].name}")
         settings = mine
-        runs = json.loads(path.read_text())
+        runs = [{**r, "lr": r.get("lr", src["settings"]["lr"])} for r in json.loads(path.read_text())]
         sources.append({"file": src["file"], "git_sha": src["git_sha"], "git_dirty": src["git_dirty"],
                         "runs": [f"{r['arm']}/{r['seed']}" for r in runs]})  # fmt: skip
         for run in runs:
-            by_key[(run["arm"], run["seed"])] = run
+            by_key[(run["arm"], run["seed"], run["lr"])] = run
     _check_one_model_per_arm(list(by_key.values()))
     return list(by_key.values()), {"settings": settings, "sources": sources}
+
+
+def best_over_lr(runs: list[dict]) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    """Each arm's runs at the learning rate of its lowest mean perplexity at 1x over seeds (the first rate on a
+    tie), and every arm's mean by rate. Zoology's protocol for recall, applied to perplexity: a rate that suits
+    one layer type can be too high or too low for another, and a single shared rate would favour one arm."""
+    tries: dict[str, dict[float, list[dict]]] = {}
+    for run in runs:
+        tries.setdefault(run["arm"], {}).setdefault(run["lr"], []).append(run)
+    sweep = sorted({lr for by_lr in tries.values() for lr in by_lr})
+    seeds = {arm: {lr: sorted(r["seed"] for r in rs) for lr, rs in by_lr.items()} for arm, by_lr in tries.items()}
+    uneven = [f"{arm} at lr {lr}: seeds {seeds[arm].get(lr, [])}" for arm in tries for lr in sweep
+              if seeds[arm].get(lr) != seeds[arm][min(seeds[arm])]]  # fmt: skip
+    if uneven:  # a missing rate has no seeds
+        raise ValueError(f"runs: every arm must run at every learning rate with the same seeds; {'; '.join(uneven)}")
+    chosen, means = [], {}
+    for arm, by_lr in tries.items():
+        mean = {lr: statistics.fmean(r["lengths"][0]["perplexity"] for r in rs) for lr, rs in by_lr.items()}
+        chosen += by_lr[min(sweep, key=mean.__getitem__)]
+        means[arm] = {str(lr): round(mean[lr], 4) for lr in sweep}
+    return chosen, means
 
 
 def _check_one_model_per_arm(runs: list[dict]) -> None:
@@ -63,15 +92,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--name", required=True, help="results file name (benchmarks/results/<name>.{json,md})")
     parser.add_argument("runs", nargs="+", type=Path, help="benchmarks.lm runs files (<name>_runs.json)")
+    parser.add_argument("--best-lr", action="store_true", help="the runs differ in --lr: report each arm at its "
+                        "best rate (every arm must have run at every rate with the same seeds)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        runs, meta = combine(args.runs)
+        runs, meta = combine(args.runs, best_lr=args.best_lr)
+        mean_by_lr = None
+        if args.best_lr:
+            runs, mean_by_lr = best_over_lr(runs)
     except ValueError as e:
         parser.error(str(e))
     arms = tuple(dict.fromkeys(r["arm"] for r in runs))
     s = meta["settings"]
     settings = dataclasses.replace(FULL, arms=arms, steps=s["steps"], batch_size=s["batch_size"], seq_len=s["seq_len"])
     rows = summarize(runs, settings)
+    if mean_by_lr is not None:
+        for row in rows:
+            row["lr"] = next(r["lr"] for r in runs if r["arm"] == row["arm"])
+            row["ppl_1x_mean_by_lr"] = mean_by_lr[row["arm"]]
+        meta["settings"]["lr"] = f"best of {sorted({lr for m in mean_by_lr.values() for lr in map(float, m)})} per arm"
     checks = check_targets(rows) + check_gated_targets(rows)
     meta = {**environment_info(), **meta, "combined_from": [x["file"] for x in meta["sources"]]}
     json_path, md_path = write_results(args.name, rows, meta)
