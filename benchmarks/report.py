@@ -52,6 +52,8 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("mqar_innovation_probes", "MQAR probes: the innovation's normalisation and the gate's start", ()),
     ("mqar_lr_probes", "MQAR probes on random filler: the default layer at lr 3e-3, and two gate settings", ()),
     ("mqar_lr2e3_bmojo_zeros", "MQAR at 1500 steps and lr 2e-3, zeros filler: the default bmojo layer", ("",)),
+    ("mqar_lr2e3_bmojo_random", "MQAR at 1500 steps and lr 2e-3, random filler: the default bmojo layer", ("",)),
+    ("mqar_lr2e3_hybrid", "MQAR at 1500 steps and lr 2e-3: the hybrid", ("",)),
     ("mqar_lr3e3_bmojo_zeros", "MQAR at 1500 steps and lr 3e-3, zeros filler: the default bmojo layer", ("",)),
     ("mqar_lr3e3_baselines_random_partial", "MQAR at lr 3e-3, random filler: hybrid and sliding window", ("",)),
     ("mqar_raw_SB_random", "MQAR at 1500 steps, random filler: the SB pattern with the raw innovation", ("",)),
