@@ -149,6 +149,7 @@ def cell_config(setting: Setting, hidden: int, filler: str, arm: str, steps: int
             save_steps=steps,
             save_total_limit=1,
             precision="fp32",
+            seed=args.seed,
             tqdm=not args.no_tqdm,
             plot=False,
         ),
@@ -228,13 +229,16 @@ def hit_rate(config) -> dict:
 
 
 # What makes two runs' cells comparable: the same training budget and task on the same grid.
-SAME_IN_MERGED_RUNS = ("steps", "train_examples", "batch_size", "lr", "vocab", "layers", "mode", "model_overrides")
+SAME_IN_MERGED_RUNS = ("steps", "train_examples", "batch_size", "lr", "vocab", "layers", "mode", "model_overrides",
+                       "seed")  # fmt: skip
+# What runs older than a field had: no overrides, and TrainSection's default seed.
+FIELD_DEFAULTS = {"model_overrides": {}, "seed": 42}
 
 
 def _grid_field(meta: dict, key: str):
-    """A meta field that must agree between merged runs; runs older than ``--set`` have no overrides."""
+    """A meta field that must agree between merged runs (see ``FIELD_DEFAULTS`` for runs older than it)."""
     value = meta.get(key)
-    return {} if key == "model_overrides" and value is None else value
+    return FIELD_DEFAULTS.get(key) if value is None else value
 
 
 def merge(paths: list[Path], arms: list[str] | None = None, best_lr: bool = False) -> tuple[list[dict], dict]:
@@ -315,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help="examples per step (default: full/cpu 64, quick 32)")
     parser.add_argument("--lr", type=float, default=1e-3,
                         help="AdamW peak learning rate (default 1e-3: at 3e-3 even full attention stays at chance)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=42,
+                        help="training seed of every cell: initialisation and batch order (default 42; the "
+                        "MQAR data keep their own seeds); runs of different seeds are not merged")  # fmt: skip
     parser.add_argument("--vocab", type=int, help="MQAR vocabulary (default: full 8192 as Zoology, cpu/quick 256)")
     parser.add_argument("--fillers", help="comma-separated subset of the grid's fillers (zeros, random)")
     parser.add_argument("--layer-types",
@@ -438,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {**environment_info(), "transformers": transformers.__version__, "steps": steps,
             "train_examples": examples, "batch_size": args.batch_size, "lr": args.lr, "vocab": args.vocab,
-            "eval_examples": args.eval_examples, "layers": 2, "mode": mode, "model_overrides": args.model_overrides}  # fmt: skip
+            "eval_examples": args.eval_examples, "seed": args.seed, "layers": 2, "mode": mode,
+            "model_overrides": args.model_overrides}  # fmt: skip
     print("\n".join(f"{k}: {v}" for k, v in meta.items()))
     tokenizer = load_tokenizer("byte")
     layer_types = _arms(parser, args.layer_types or ",".join(DEFAULT_ARMS))

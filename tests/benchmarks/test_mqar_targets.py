@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.mqar import TARGET, main, merge, target_checks
+from benchmarks.mqar import GRIDS, TARGET, build_parser, cell_config, main, merge, target_checks
 
 
 def _row(filler: str, layer_type: str, accuracy: float) -> dict:
@@ -55,6 +55,7 @@ def test_merge_joins_the_cells_of_one_grid_in_grid_order(tmp_path):
         ([_row("zeros", "ssm", 0.1)], {"steps": 600}, "differs in steps"),
         ([_row("zeros", "ssm", 0.1)], {"lr": 3e-3}, "differs in lr"),
         ([_row("zeros", "bmojo", 0.5)], {}, "share cells"),
+        ([_row("zeros", "ssm", 0.1)], {"seed": 7}, "differs in seed"),
     ],
 )
 def test_merge_refuses_runs_that_do_not_fit_together(tmp_path, second_rows, second_meta, message):
@@ -87,6 +88,13 @@ def test_best_lr_reports_each_cell_at_its_best_rate(tmp_path):
     assert rows[1]["accuracy_by_lr"] == {"0.001": 0.675, "0.003": 0.96}
     assert meta["lr"] == "best of [0.001, 0.003] per cell"
     assert {c["target"]: c["met"] for c in meta["targets"]}[f"T=128, 8 pairs, d=128, random: bmojo >= {TARGET}"]
+
+
+def test_runs_older_than_the_seed_field_count_as_the_default_seed(tmp_path):
+    old = _results(tmp_path / "old.json", [_row("zeros", "ssm", 0.1)])
+    assert len(merge([old, _results(tmp_path / "a.json", [_row("zeros", "bmojo", 0.9)], seed=42)])[0]) == 2
+    with pytest.raises(ValueError, match="differs in seed"):
+        merge([old, _results(tmp_path / "b.json", [_row("zeros", "bmojo", 0.9)], seed=1)])
 
 
 def test_merge_keeps_each_runs_evaluation_size(tmp_path):
@@ -126,3 +134,10 @@ def test_best_lr_without_merge_is_refused(capsys):
         main(["--grid", "quick", "--best-lr"])
     assert exit_.value.code == 2
     assert "--best-lr goes with --merge" in capsys.readouterr().err
+
+
+def test_the_seed_reaches_every_cells_training():
+    args = build_parser().parse_args(["--grid", "cpu", "--seed", "7"])
+    setting = GRIDS["cpu"]["settings"][0]
+    assert cell_config(setting, 128, "zeros", "bmojo", 10, 640, args).train.seed == 7
+    assert cell_config(setting, 128, "zeros", "bmojo", 10, 640, build_parser().parse_args([])).train.seed == 42
