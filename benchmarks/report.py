@@ -56,6 +56,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("mqar_lr2e3_bmojo_random", "MQAR at 1500 steps and lr 2e-3, random filler: the default bmojo layer", ("",)),
     ("mqar_lr2e3_hybrid", "MQAR at 1500 steps and lr 2e-3: the hybrid", ("",)),
     ("mqar_lr2e3_baselines", "MQAR at 1500 steps and lr 2e-3: sliding window and ssm", ("",)),
+    ("mqar_lr3e3_bmojo_random", "MQAR at 1500 steps and lr 3e-3, random filler: the default bmojo layer", ("",)),
     ("mqar_lr3e3_bmojo_zeros", "MQAR at 1500 steps and lr 3e-3, zeros filler: the default bmojo layer", ("",)),
     ("mqar_lr3e3_baselines_random_partial", "MQAR at lr 3e-3, random filler: hybrid and sliding window", ("",)),
     ("mqar_raw_SB_random", "MQAR at 1500 steps, random filler: the SB pattern with the raw innovation", ("",)),
