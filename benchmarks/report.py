@@ -52,6 +52,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("mqar_innovation_probes", "MQAR probes: the innovation's normalisation and the gate's start", ()),
     ("mqar_lr_probes", "MQAR probes on random filler: the default layer at lr 3e-3, and two gate settings", ()),
     ("mqar_lr2e3_bmojo_zeros", "MQAR at 1500 steps and lr 2e-3, zeros filler: the default bmojo layer", ("",)),
+    ("mqar_lr_sweep_2rates_cpu", "MQAR, each cell at its best of the learning rates 1e-3 and 2e-3 (every arm)", ("",)),
     ("mqar_lr1e3_bmojo", "MQAR at 1500 steps and lr 1e-3: the default bmojo layer, both fillers", ("",)),
     ("mqar_lr2e3_bmojo_random", "MQAR at 1500 steps and lr 2e-3, random filler: the default bmojo layer", ("",)),
     ("mqar_lr2e3_hybrid", "MQAR at 1500 steps and lr 2e-3: the hybrid", ("",)),
