@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs, meta = combine(args.runs, best_lr=args.best_lr)
+        sweep = sorted({r["lr"] for r in runs})
         mean_by_lr = None
         if args.best_lr:
             runs, mean_by_lr = best_over_lr(runs)
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             row["lr"] = next(r["lr"] for r in runs if r["arm"] == row["arm"])
             row["ppl_1x_mean_by_lr"] = mean_by_lr[row["arm"]]
-        meta["settings"]["lr"] = f"best of {sorted({lr for m in mean_by_lr.values() for lr in map(float, m)})} per arm"
+        meta["settings"]["lr"] = f"best of {sweep} per arm"
     checks = check_targets(rows) + check_gated_targets(rows)
     meta = {**environment_info(), **meta, "combined_from": [x["file"] for x in meta["sources"]]}
     json_path, md_path = write_results(args.name, rows, meta)

@@ -231,8 +231,8 @@ def hit_rate(config) -> dict:
 # What makes two runs' cells comparable: the same training budget and task on the same grid.
 SAME_IN_MERGED_RUNS = ("steps", "train_examples", "batch_size", "lr", "vocab", "layers", "mode", "model_overrides",
                        "seed")  # fmt: skip
-# What runs older than a field had: no overrides, and TrainSection's default seed.
-FIELD_DEFAULTS = {"model_overrides": {}, "seed": 42}
+# What runs older than a field had: no overrides, and the training package's default seed.
+FIELD_DEFAULTS = {"model_overrides": {}, "seed": TrainSection.seed}
 
 
 def _grid_field(meta: dict, key: str):
@@ -319,9 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help="examples per step (default: full/cpu 64, quick 32)")
     parser.add_argument("--lr", type=float, default=1e-3,
                         help="AdamW peak learning rate (default 1e-3: at 3e-3 even full attention stays at chance)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=42,
-                        help="training seed of every cell: initialisation and batch order (default 42; the "
-                        "MQAR data keep their own seeds); runs of different seeds are not merged")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=TrainSection.seed,
+                        help=f"training seed of every cell: initialisation and batch order (default {TrainSection.seed}; "
+                        "the MQAR data keep their own seeds); runs of different seeds are not merged")  # fmt: skip
     parser.add_argument("--vocab", type=int, help="MQAR vocabulary (default: full 8192 as Zoology, cpu/quick 256)")
     parser.add_argument("--fillers", help="comma-separated subset of the grid's fillers (zeros, random)")
     parser.add_argument("--layer-types",

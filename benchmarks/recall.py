@@ -54,8 +54,10 @@ WINDOW, HIDDEN, FILLER = 16, 64, "random"
 
 def _mqar_args(vocab: int, batch_size: int, lr: float, eval_examples: int) -> argparse.Namespace:
     """The namespace ``benchmarks.mqar.cell_config`` reads its training options from."""
-    return argparse.Namespace(vocab=vocab, batch_size=batch_size, lr=lr, eval_examples=eval_examples, seed=42,
-                              no_tqdm=True)  # fmt: skip
+    from training.config import TrainSection
+
+    return argparse.Namespace(vocab=vocab, batch_size=batch_size, lr=lr, eval_examples=eval_examples,
+                              seed=TrainSection.seed, no_tqdm=True)  # fmt: skip
 
 
 def peer_shape(config):

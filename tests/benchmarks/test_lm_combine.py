@@ -68,8 +68,8 @@ def _lr_runs(tmp_path, name, lr, perplexities):
     """A runs file at ``lr``: ``perplexities`` maps arm -> perplexity at 1x by seed (the same at every length)."""
     path = _write(tmp_path, name, [], lr=lr)
     runs = [{"arm": arm, "seed": seed, "lengths": [{"perplexity": p, "bits_per_byte": 1.0}] * len(FACTORS),
-             "non_embedding_params": 1,
-             "train_seconds": 10.0} for arm, by_seed in perplexities.items() for seed, p in enumerate(by_seed)]  # fmt: skip
+             "non_embedding_params": 1, "train_seconds": 10.0}
+            for arm, by_seed in perplexities.items() for seed, p in enumerate(by_seed)]  # fmt: skip
     path.write_text(json.dumps(runs))
     return path
 
