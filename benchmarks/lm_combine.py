@@ -7,7 +7,8 @@ must share the training settings (steps, batch, length): a mix would compare dif
 
 ``--best-lr``: the runs may differ in their learning rate only; each arm is reported at the rate of its best mean
 perplexity at 1x over its seeds, every rate's mean beside it. Every arm must have run at every rate of the sweep
-with the same seeds, so that no arm gets more tries than another.
+with the same seeds, so that no arm gets more tries than another. ``--arms a,b`` keeps only those arms, so a
+file that measured many arms at one rate can join a sweep that ran a few.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ def _source(runs_path: Path) -> dict:
     return {"file": runs_path.name, "git_sha": meta["git_sha"], "git_dirty": meta["git_dirty"], **meta}
 
 
-def combine(paths: list[Path], best_lr: bool = False) -> tuple[list[dict], dict]:
+def combine(paths: list[Path], best_lr: bool = False, arms: tuple[str, ...] = ()) -> tuple[list[dict], dict]:
     """The runs of every file (a later file's (arm, seed, lr) replaces an earlier one's) and the meta to record.
     Each run records its ``lr`` (runs older than the field take their file's). ``best_lr``: the files may differ
-    in their learning rate (see :func:`best_over_lr`)."""
+    in their learning rate (see :func:`best_over_lr`). ``arms``: keep only these arms (a file that measured
+    many arms can feed a sweep that ran a few); an arm named but absent from every file is an error."""
     keys = [k for k in SETTINGS_KEYS if not (best_lr and k == "lr")]
     by_key: dict[tuple[str, int, float], dict] = {}
     sources, settings = [], None
@@ -46,11 +48,15 @@ def combine(paths: list[Path], best_lr: bool = False) -> tuple[list[dict], dict]
         if settings is not None and mine != settings:
             raise ValueError(f"runs: {path.name} was trained with other settings than {paths[0].name}")
         settings = mine
-        runs = [{**r, "lr": r.get("lr", src["settings"]["lr"])} for r in json.loads(path.read_text())]
+        runs = [{**r, "lr": r.get("lr", src["settings"]["lr"])} for r in json.loads(path.read_text())
+                if not arms or r["arm"] in arms]  # fmt: skip
         sources.append({"file": src["file"], "git_sha": src["git_sha"], "git_dirty": src["git_dirty"],
                         "runs": [f"{r['arm']}/{r['seed']}" for r in runs]})  # fmt: skip
         for run in runs:
             by_key[(run["arm"], run["seed"], run["lr"])] = run
+    missing = sorted(set(arms) - {arm for arm, _, _ in by_key})
+    if missing:
+        raise ValueError(f"--arms: no run of {', '.join(missing)} in {', '.join(p.name for p in paths)}")
     _check_one_model_per_arm(list(by_key.values()))
     return list(by_key.values()), {"settings": settings, "sources": sources}
 
@@ -94,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="benchmarks.lm runs files (<name>_runs.json)")
     parser.add_argument("--best-lr", action="store_true", help="the runs differ in --lr: report each arm at its "
                         "best rate (every arm must have run at every rate with the same seeds)")  # fmt: skip
+    parser.add_argument("--arms", type=lambda v: tuple(a for a in v.split(",") if a), default=(),
+                        help="comma-separated arms to keep (default: every arm of every file)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        runs, meta = combine(args.runs, best_lr=args.best_lr)
+        runs, meta = combine(args.runs, best_lr=args.best_lr, arms=args.arms)
         sweep = sorted({r["lr"] for r in runs})
         mean_by_lr = None
         if args.best_lr:

@@ -98,6 +98,15 @@ def test_best_lr_refuses_an_uneven_sweep(tmp_path, fast_perplexities):
         best_over_lr(combine([slow, fast], best_lr=True)[0])
 
 
+def test_arms_keeps_only_the_named_arms_and_refuses_an_absent_one(tmp_path):
+    wide = _lr_runs(tmp_path, "wide", 2e-3, {"ssm": [3.8], "bmojo": [3.9], "hybrid": [4.0]})
+    narrow = _lr_runs(tmp_path, "narrow", 4e-3, {"ssm": [3.7], "bmojo": [3.6]})
+    runs, _ = best_over_lr(combine([wide, narrow], best_lr=True, arms=("ssm", "bmojo"))[0])
+    assert {(r["arm"], r["lr"]) for r in runs} == {("ssm", 4e-3), ("bmojo", 4e-3)}
+    with pytest.raises(ValueError, match="--arms: no run of mamba2"):
+        combine([wide, narrow], best_lr=True, arms=("ssm", "mamba2"))
+
+
 def test_runs_older_than_the_lr_field_take_their_files_rate(tmp_path):
     path = _write(tmp_path, "old", [("ssm", 0, 1.0)], lr=3e-3)
     assert combine([path])[0][0]["lr"] == 3e-3
