@@ -21,6 +21,7 @@ from pathlib import Path
 
 from benchmarks._common import RESULTS_DIR, environment_info, write_results
 from benchmarks.lm import FULL, _targets_markdown, check_gated_targets, check_targets, summarize
+from bmojo_neuron.configuration_bmojo import GATED_LAYER_TYPES
 
 SETTINGS_KEYS = ("seq_len", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "eval_tokens", "shape")
 
@@ -82,12 +83,25 @@ def best_over_lr(runs: list[dict]) -> tuple[list[dict], dict[str, dict[str, floa
     return chosen, means
 
 
+# Fields only a bmojo_f/bmojo layer reads: a stack without one is the same model whatever they record (an ssm
+# stack records the SSM output gate's default of its day, which changed from ``vector`` to ``token``).
+_GATED_LAYER_FIELDS = ("ssm_output_gate", "ssm_output_gate_init", "eidetic_innovation_norm", "eidetic_slots",
+                       "eidetic_topk")  # fmt: skip
+
+
+def _model_fields(config: dict) -> dict:
+    """The recorded config fields that define the model (see ``_GATED_LAYER_FIELDS``)."""
+    if "layer_types" in config and not set(config["layer_types"]) & set(GATED_LAYER_TYPES):
+        return {k: v for k, v in config.items() if k not in _GATED_LAYER_FIELDS}
+    return config
+
+
 def _check_one_model_per_arm(runs: list[dict]) -> None:
     """An arm's seeds must be one model: an arm that follows a default (``bmojo`` and the SSM output gate) names
     another model once the default changes. Fields recorded by only one of two runs are not compared."""
     first: dict[str, dict] = {}
     for run in runs:
-        config = run.get("config", {})
+        config = _model_fields(run.get("config", {}))
         seen = first.setdefault(run["arm"], config)
         differ = sorted(k for k in config.keys() & seen.keys() if config[k] != seen[k])
         if differ:

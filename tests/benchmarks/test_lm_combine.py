@@ -64,6 +64,22 @@ def test_seeds_of_one_arm_must_be_one_model(tmp_path):
     assert len(combine([a, b])[0]) == 2
 
 
+def test_gate_fields_do_not_split_a_stack_without_a_gated_layer(tmp_path):
+    """An ssm stack recorded the gate default of its day; the gate is not part of that model."""
+    a = _write(tmp_path, "a", [("ssm", 0, 1.0)])
+    b = _write(tmp_path, "b", [("ssm", 1, 1.0)])
+    for path, gate, layers in ((a, "vector", ["ssm", "ssm"]), (b, "token", ["ssm", "ssm"])):
+        runs = json.loads(path.read_text())
+        runs[0]["config"] = {"layer_types": layers, "ssm_output_gate": gate}
+        path.write_text(json.dumps(runs))
+    assert len(combine([a, b])[0]) == 2
+    runs = json.loads(b.read_text())
+    runs[0]["config"]["layer_types"] = ["ssm", "bmojo"]  # now the gate is read, and the layers differ too
+    b.write_text(json.dumps(runs))
+    with pytest.raises(ValueError, match="ssm are of different models"):
+        combine([a, b])
+
+
 def _lr_runs(tmp_path, name, lr, perplexities):
     """A runs file at ``lr``: ``perplexities`` maps arm -> perplexity at 1x by seed (the same at every length)."""
     path = _write(tmp_path, name, [], lr=lr)
