@@ -41,6 +41,7 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("lm_innovation_norm", "Language modelling: the raw innovation (`_raw`, now the default), 3 seeds", ()),
     ("lm_gated_e2_4x", "Language modelling at 4x the training steps (seed 0)", ()),
     ("lm_raw_4x", "Language modelling at 4x the steps: the default token gate and raw innovation (seed 0)", ()),
+    ("lm_lr_sweep", "Language modelling, each arm at its best of lr 2e-3 and 4e-3 (3 seeds each)", ()),
     ("lm_lr4e3_probe", "Language modelling at lr 4e-3 (seed 0): the default layer and Mamba2", ()),
     ("lm_gated_mamba2_4x", "Language modelling at 4x the training steps: Mamba2 (seed 0)", ()),
     ("lm_gated_e2_step_speed", "Training tokens/s of the language-modelling arms, side by side", ()),
