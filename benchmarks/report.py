@@ -58,6 +58,8 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("mqar_lr_sweep_2rates_cpu", "MQAR, each cell at its best of the learning rates 1e-3 and 2e-3 (every arm)", ("",)),
     ("mqar_lr2e3_bmojo_zeros_seed0", "MQAR, a second training seed (0): bmojo, zeros filler, lr 2e-3", ("",)),
     ("mqar_lr3e3_bmojo_random_seed0", "MQAR, a second training seed (0): bmojo, random filler, lr 3e-3", ("",)),
+    ("mqar_lr1e3_hybrid_zeros_seed0", "MQAR, a second training seed (0): the hybrid, zeros filler, lr 1e-3", ("",)),
+    ("mqar_lr1e3_hybrid_random_seed0", "MQAR, a second training seed (0): the hybrid, random filler, lr 1e-3", ("",)),
     ("mqar_lr1e3_bmojo", "MQAR at 1500 steps and lr 1e-3: the default bmojo layer, both fillers", ("",)),
     ("mqar_lr2e3_bmojo_random", "MQAR at 1500 steps and lr 2e-3, random filler: the default bmojo layer", ("",)),
     ("mqar_lr2e3_hybrid", "MQAR at 1500 steps and lr 2e-3: the hybrid", ("",)),
