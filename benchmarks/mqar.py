@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -241,7 +242,9 @@ def _grid_field(meta: dict, key: str):
     return FIELD_DEFAULTS.get(key) if value is None else value
 
 
-def merge(paths: list[Path], arms: list[str] | None = None, best_lr: bool = False) -> tuple[list[dict], dict]:
+def merge(
+    paths: list[Path], arms: list[str] | None = None, best_lr: bool = False, across_seeds: bool = False
+) -> tuple[list[dict], dict]:
     """The cells of several runs of one grid (e.g. its layer types split over two machines or processes) as one
     result: rows in grid order, the first run's meta plus where each part came from, targets recomputed.
     ``arms``: keep only these arms' cells (e.g. the baselines of an older run beside new arms).
@@ -249,29 +252,36 @@ def merge(paths: list[Path], arms: list[str] | None = None, best_lr: bool = Fals
     ``best_lr``: the runs may differ in their learning rate, and each cell is reported at the rate where it
     recalled best, with every rate's accuracy in ``accuracy_by_lr`` (Zoology's protocol: MQAR's sudden phase
     changes come at different rates for different layers, and at 3e-3 full attention stays at chance here).
-    Every cell must have run at every rate of the sweep, so that no arm gets more tries than another."""
+    Every cell must have run at every rate of the sweep, so that no arm gets more tries than another.
+
+    ``across_seeds``: the runs may differ in their training seed, and each cell reports the median accuracy of
+    its seeds (``accuracy_seeds`` in seed order, ``accuracy_spread`` = max - min). With ``best_lr`` too, a
+    cell's rate is chosen on the seeds that ran at every one of its rates (extra seeds run only at the chosen
+    rate must not make it look better than the rates they skipped); the median is then over all the seeds at
+    that rate."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     first = runs[0]["meta"]
-    same = [k for k in SAME_IN_MERGED_RUNS if not (best_lr and k == "lr")]
+    same = [k for k in SAME_IN_MERGED_RUNS if not (best_lr and k == "lr") and not (across_seeds and k == "seed")]
     for path, run_ in zip(paths[1:], runs[1:]):
         differ = [k for k in same if _grid_field(run_["meta"], k) != _grid_field(first, k)]
         if differ:
             raise ValueError(f"{path}: not the same grid as {paths[0]} (differs in {', '.join(differ)})")
     rows = [
-        {**row, "lr": row.get("lr", run_["meta"]["lr"])}
+        {**row, "lr": row.get("lr", run_["meta"]["lr"]), "seed": _grid_field(run_["meta"], "seed")}
         for run_ in runs
         for row in run_["rows"]
         if arms is None or row["layer_type"] in arms
     ]
-    cells = [(*group_key(r), r["layer_type"], r["lr"]) for r in rows]
-    if len(set(cells)) != len(cells):
-        raise ValueError(f"the runs share cells: {sorted({c for c in cells if cells.count(c) > 1})}")
-    if best_lr:
-        rows = _best_over_lr(rows)
+    runs_of_a_cell = [(*group_key(r), r["layer_type"], r["lr"], r["seed"]) for r in rows]
+    if len(set(runs_of_a_cell)) != len(runs_of_a_cell):
+        shared = sorted({c for c in runs_of_a_cell if runs_of_a_cell.count(c) > 1})
+        raise ValueError(f"the runs share cells (setting, filler, arm, lr, seed): {shared}")
+    rows = _one_row_per_cell(rows, best_lr, across_seeds)
     rows.sort(key=lambda r: (*group_key(r), ARMS.index(r["layer_type"])))
     parts = [{"file": str(p), "git_sha": r["meta"].get("git_sha"), "git_dirty": r["meta"].get("git_dirty"),
               "timestamp": r["meta"].get("timestamp"), "cells": len(r["rows"]),
-              "eval_examples": r["meta"].get("eval_examples")} for p, r in zip(paths, runs)]  # fmt: skip
+              "eval_examples": r["meta"].get("eval_examples"), "seed": _grid_field(r["meta"], "seed")}
+             for p, r in zip(paths, runs)]  # fmt: skip
     meta = {**first, "merged_from": parts, "targets": target_checks(rows)}
     # Not a grid field: the evaluation's size changes the accuracy's noise, not what was trained. Runs older than
     # this field evaluated 1000 examples unless their command said otherwise, so they count as unknown.
@@ -279,24 +289,42 @@ def merge(paths: list[Path], arms: list[str] | None = None, best_lr: bool = Fals
     meta["eval_examples"] = eval_sizes.pop() if len(eval_sizes) == 1 else "per run, see merged_from"
     if best_lr:
         meta["lr"] = f"best of {sorted({r['meta']['lr'] for r in runs})} per cell"
+    if across_seeds:
+        meta["seed"] = f"median over the seeds of each cell, of {sorted({part['seed'] for part in parts})}"
     return rows, meta
 
 
-def _best_over_lr(rows: list[dict]) -> list[dict]:
-    """One row per cell: the one of the best accuracy over its learning rates, ``accuracy_by_lr`` beside it.
-    ``rows`` hold each (cell, rate) once (:func:`merge` checks)."""
-    by_cell: dict[tuple, dict[float, dict]] = {}
+def _one_row_per_cell(rows: list[dict], best_lr: bool, across_seeds: bool) -> list[dict]:
+    """One row per cell from its runs at one or more rates and seeds (``rows`` hold each (cell, rate, seed)
+    once: :func:`merge` checks). The row shown is the run whose accuracy is the (lower) median at the chosen
+    rate, so its curve and hit rate belong to one real run; ``accuracy`` is the median itself."""
+    by_cell: dict[tuple, dict[float, dict[int, dict]]] = {}
     for r in rows:
-        by_cell.setdefault((*group_key(r), r["layer_type"]), {})[r["lr"]] = r
-    sweep = sorted({lr for tries in by_cell.values() for lr in tries})
-    missing = [f"{cell} at lr {lr}" for cell, tries in by_cell.items() for lr in sweep if lr not in tries]
+        by_cell.setdefault((*group_key(r), r["layer_type"]), {}).setdefault(r["lr"], {})[r["seed"]] = r
+    sweep = sorted({lr for by_lr in by_cell.values() for lr in by_lr})
+    missing = [f"{cell} at lr {lr}" for cell, by_lr in by_cell.items() for lr in sweep if lr not in by_lr]
     if missing:
         raise ValueError(f"every cell must run at every learning rate of the sweep; missing: {'; '.join(missing)}")
-    best = []
-    for tries in by_cell.values():
-        winner = max(tries.values(), key=lambda r: r["accuracy"])  # the first rate on a tie
-        best.append({**winner, "accuracy_by_lr": {str(lr): tries[lr]["accuracy"] for lr in sweep}})
-    return best
+    out = []
+    for cell, by_lr in by_cell.items():
+        common = set.intersection(*(set(by_seed) for by_seed in by_lr.values()))
+        if not common:
+            raise ValueError(f"{cell}: no training seed ran at every learning rate, so its rate cannot be chosen")
+        score = {lr: statistics.median(by_lr[lr][s]["accuracy"] for s in common) for lr in sweep}
+        lr = max(sweep, key=score.__getitem__)  # the first rate on a tie
+        runs_ = sorted(by_lr[lr].values(), key=lambda r: r["accuracy"])
+        accuracies = [r["accuracy"] for r in runs_]
+        row = {**runs_[(len(runs_) - 1) // 2], "accuracy": round(statistics.median(accuracies), 4)}
+        if best_lr:
+            row["accuracy_by_lr"] = {str(rate): round(score[rate], 4) for rate in sweep}
+        if across_seeds:
+            row["seeds"] = len(runs_)
+            row["accuracy_seeds"] = " ".join(f"{s}: {by_lr[lr][s]['accuracy']:.4g}" for s in sorted(by_lr[lr]))
+            row["accuracy_spread"] = round(accuracies[-1] - accuracies[0], 4)
+        else:
+            row.pop("seed")
+        out.append(row)
+    return out
 
 
 def write(name: str, rows: list[dict], meta: dict) -> None:
@@ -321,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="AdamW peak learning rate (default 1e-3: at 3e-3 even full attention stays at chance)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=TrainSection.seed,
                         help=f"training seed of every cell: initialisation and batch order (default {TrainSection.seed}; "
-                        "the MQAR data keep their own seeds); runs of different seeds are not merged")  # fmt: skip
+                        "the MQAR data keep their own seeds); runs of different seeds merge with --across-seeds")  # fmt: skip
     parser.add_argument("--vocab", type=int, help="MQAR vocabulary (default: full 8192 as Zoology, cpu/quick 256)")
     parser.add_argument("--fillers", help="comma-separated subset of the grid's fillers (zeros, random)")
     parser.add_argument("--layer-types",
@@ -340,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--best-lr", action="store_true",
                         help="with --merge: the runs may differ in --lr; report each cell at its best rate (every "
                         "cell must have run at every rate)")  # fmt: skip
+    parser.add_argument("--across-seeds", action="store_true",
+                        help="with --merge: the runs may differ in --seed; report each cell's median accuracy over "
+                        "its seeds, with every seed's and the spread (with --best-lr, the rate is chosen on the "
+                        "seeds that ran at every rate)")  # fmt: skip
     return parser
 
 
@@ -352,7 +384,7 @@ def _merge_files(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         parser.error(f"--merge: no such file: {', '.join(missing)}")
     try:
         arms = _arms(parser, args.layer_types) if args.layer_types else None
-        rows, meta = merge(args.merge, arms, best_lr=args.best_lr)
+        rows, meta = merge(args.merge, arms, best_lr=args.best_lr, across_seeds=args.across_seeds)
     except (ValueError, KeyError, json.JSONDecodeError) as e:
         parser.error(f"--merge: {e}")
     write(args.name, rows, meta)
@@ -435,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         return _merge_files(parser, args)
     if args.best_lr:
         parser.error("--best-lr goes with --merge (train one rate per run, then merge the runs)")
+    if args.across_seeds:
+        parser.error("--across-seeds goes with --merge (train one seed per run, then merge the runs)")
     args.model_overrides = _model_overrides(parser, args.model_set)
     mode, grid = _grid(parser, args)
     steps = args.steps or grid["steps"]

@@ -141,3 +141,42 @@ def test_the_seed_reaches_every_cells_training():
     setting = GRIDS["cpu"]["settings"][0]
     assert cell_config(setting, 128, "zeros", "bmojo", 10, 640, args).train.seed == 7
     assert cell_config(setting, 128, "zeros", "bmojo", 10, 640, build_parser().parse_args([])).train.seed == 42
+
+
+def test_across_seeds_reports_the_median_of_each_cells_seeds(tmp_path):
+    paths = [
+        _results(tmp_path / f"{seed}.json", [_row("zeros", "bmojo", acc), _row("zeros", "hybrid", other)], seed=seed)
+        for seed, acc, other in [(42, 0.9513, 0.931), (0, 0.945, 0.9517), (1, 0.9878, 0.9467)]
+    ]
+    with pytest.raises(ValueError, match="differs in seed"):
+        merge(paths)
+    rows, meta = merge(paths, across_seeds=True)
+    bmojo = next(r for r in rows if r["layer_type"] == "bmojo")
+    assert bmojo["accuracy"] == 0.9513 and bmojo["seed"] == 42  # the median run's row
+    assert bmojo["seeds"] == 3 and bmojo["accuracy_seeds"] == "0: 0.945 1: 0.9878 42: 0.9513"
+    assert bmojo["accuracy_spread"] == pytest.approx(0.0428)
+    assert {c["target"]: c["met"] for c in meta["targets"]}["T=128, 8 pairs, d=128, zeros: bmojo > hybrid"]
+    assert meta["seed"] == "median over the seeds of each cell, of [0, 1, 42]"
+    with pytest.raises(ValueError, match="share cells"):
+        merge([*paths, paths[0]], across_seeds=True)
+
+
+def test_across_seeds_with_best_lr_chooses_the_rate_on_the_seeds_every_rate_ran(tmp_path):
+    # seed 42 ran at both rates; seeds 0 and 1 only at 3e-3, where they did badly: the rate is still chosen on
+    # seed 42 alone (3e-3), then reported as the median of all three seeds there.
+    sweep = [_results(tmp_path / "a.json", [_row("random", "bmojo", 0.5)], seed=42),
+             _results(tmp_path / "b.json", [_row("random", "bmojo", 0.9)], seed=42, lr=3e-3),
+             _results(tmp_path / "c.json", [_row("random", "bmojo", 0.2)], seed=0, lr=3e-3),
+             _results(tmp_path / "d.json", [_row("random", "bmojo", 0.3)], seed=1, lr=3e-3)]  # fmt: skip
+    (row,), _ = merge(sweep, best_lr=True, across_seeds=True)
+    assert (row["lr"], row["accuracy"], row["seed"]) == (3e-3, 0.3, 1)
+    assert row["accuracy_by_lr"] == {"0.001": 0.5, "0.003": 0.9}
+    only_extra = _results(tmp_path / "e.json", [_row("random", "bmojo", 0.4)], seed=0)
+    with pytest.raises(ValueError, match="no training seed ran at every learning rate"):
+        merge([only_extra, sweep[1]], best_lr=True, across_seeds=True)
+
+
+def test_across_seeds_without_merge_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["--grid", "quick", "--across-seeds"])
+    assert "--across-seeds goes with --merge" in capsys.readouterr().err
