@@ -41,6 +41,8 @@ BENCHMARKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("lm_innovation_norm", "Language modelling: the raw innovation (`_raw`, now the default), 3 seeds", ()),
     ("lm_gated_e2_4x", "Language modelling at 4x the training steps (seed 0)", ()),
     ("lm_raw_4x", "Language modelling at 4x the steps: the default token gate and raw innovation (seed 0)", ()),
+    ("lm_4x_3seeds", "Language modelling at 4x the steps, lr 2e-3, 3 seeds: the default layer, SSSB, ssm, Mamba2", ()),
+    ("lm_4x_seeds12", "Language modelling at 4x the steps, lr 2e-3: seeds 1 and 2 of four arms, side by side", ()),
     ("lm_lr_sweep", "Language modelling, each arm at its best of lr 2e-3, 4e-3, 6e-3 (3 seeds each)", ()),
     ("lm_lr6e3", "Language modelling at lr 6e-3 (3 seeds): the default layer, SSSB, ssm and Mamba2", ()),
     ("lm_lr4e3_probe", "Language modelling at lr 4e-3 (seed 0): the default layer and Mamba2", ()),
