@@ -297,7 +297,7 @@ def merge(
 def _one_row_per_cell(rows: list[dict], best_lr: bool, across_seeds: bool) -> list[dict]:
     """One row per cell from its runs at one or more rates and seeds (``rows`` hold each (cell, rate, seed)
     once: :func:`merge` checks). The row shown is the run whose accuracy is the (lower) median at the chosen
-    rate, so its curve and hit rate belong to one real run; ``accuracy`` is the median itself."""
+    rate (``curve_seed``), so its curve and hit rate belong to one real run; ``accuracy`` is the median itself."""
     by_cell: dict[tuple, dict[float, dict[int, dict]]] = {}
     for r in rows:
         by_cell.setdefault((*group_key(r), r["layer_type"]), {}).setdefault(r["lr"], {})[r["seed"]] = r
@@ -315,14 +315,14 @@ def _one_row_per_cell(rows: list[dict], best_lr: bool, across_seeds: bool) -> li
         runs_ = sorted(by_lr[lr].values(), key=lambda r: r["accuracy"])
         accuracies = [r["accuracy"] for r in runs_]
         row = {**runs_[(len(runs_) - 1) // 2], "accuracy": round(statistics.median(accuracies), 4)}
+        shown_seed = row.pop("seed")
         if best_lr:
             row["accuracy_by_lr"] = {str(rate): round(score[rate], 4) for rate in sweep}
         if across_seeds:
+            row["curve_seed"] = shown_seed  # whose curve, hit rate and seconds the row shows
             row["seeds"] = len(runs_)
             row["accuracy_seeds"] = " ".join(f"{s}: {by_lr[lr][s]['accuracy']:.4g}" for s in sorted(by_lr[lr]))
             row["accuracy_spread"] = round(accuracies[-1] - accuracies[0], 4)
-        else:
-            row.pop("seed")
         out.append(row)
     return out
 

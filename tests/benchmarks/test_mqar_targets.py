@@ -152,7 +152,7 @@ def test_across_seeds_reports_the_median_of_each_cells_seeds(tmp_path):
         merge(paths)
     rows, meta = merge(paths, across_seeds=True)
     bmojo = next(r for r in rows if r["layer_type"] == "bmojo")
-    assert bmojo["accuracy"] == 0.9513 and bmojo["seed"] == 42  # the median run's row
+    assert bmojo["accuracy"] == 0.9513 and bmojo["curve_seed"] == 42  # the median run's row
     assert bmojo["seeds"] == 3 and bmojo["accuracy_seeds"] == "0: 0.945 1: 0.9878 42: 0.9513"
     assert bmojo["accuracy_spread"] == pytest.approx(0.0428)
     assert {c["target"]: c["met"] for c in meta["targets"]}["T=128, 8 pairs, d=128, zeros: bmojo > hybrid"]
@@ -169,7 +169,7 @@ def test_across_seeds_with_best_lr_chooses_the_rate_on_the_seeds_every_rate_ran(
              _results(tmp_path / "c.json", [_row("random", "bmojo", 0.2)], seed=0, lr=3e-3),
              _results(tmp_path / "d.json", [_row("random", "bmojo", 0.3)], seed=1, lr=3e-3)]  # fmt: skip
     (row,), _ = merge(sweep, best_lr=True, across_seeds=True)
-    assert (row["lr"], row["accuracy"], row["seed"]) == (3e-3, 0.3, 1)
+    assert (row["lr"], row["accuracy"], row["curve_seed"]) == (3e-3, 0.3, 1)
     assert row["accuracy_by_lr"] == {"0.001": 0.5, "0.003": 0.9}
     only_extra = _results(tmp_path / "e.json", [_row("random", "bmojo", 0.4)], seed=0)
     with pytest.raises(ValueError, match="no training seed ran at every learning rate"):
