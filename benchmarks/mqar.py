@@ -243,11 +243,17 @@ def _grid_field(meta: dict, key: str):
 
 
 def merge(
-    paths: list[Path], arms: list[str] | None = None, best_lr: bool = False, across_seeds: bool = False
+    paths: list[Path],
+    arms: list[str] | None = None,
+    best_lr: bool = False,
+    across_seeds: bool = False,
+    arms_of_file: list[list[str] | None] | None = None,
 ) -> tuple[list[dict], dict]:
     """The cells of several runs of one grid (e.g. its layer types split over two machines or processes) as one
     result: rows in grid order, the first run's meta plus where each part came from, targets recomputed.
     ``arms``: keep only these arms' cells (e.g. the baselines of an older run beside new arms).
+    ``arms_of_file``: per path, the arms to keep from that file alone (``None``: all), e.g. an older run's
+    ``ssm`` cells beside a rerun of its other arms; an arm its file does not hold is an error.
 
     ``best_lr``: the runs may differ in their learning rate, and each cell is reported at the rate where it
     recalled best, with every rate's accuracy in ``accuracy_by_lr`` (Zoology's protocol: MQAR's sudden phase
@@ -266,11 +272,16 @@ def merge(
         differ = [k for k in same if _grid_field(run_["meta"], k) != _grid_field(first, k)]
         if differ:
             raise ValueError(f"{path}: not the same grid as {paths[0]} (differs in {', '.join(differ)})")
+    file_arms = arms_of_file or [None] * len(paths)
+    for path, run_, kept in zip(paths, runs, file_arms):
+        absent = sorted(set(kept or ()) - {row["layer_type"] for row in run_["rows"]})
+        if absent:
+            raise ValueError(f"{path}: no cell of {', '.join(absent)}")
     rows = [
         {**row, "lr": row.get("lr", run_["meta"]["lr"]), "seed": _grid_field(run_["meta"], "seed")}
-        for run_ in runs
+        for run_, kept in zip(runs, file_arms)
         for row in run_["rows"]
-        if arms is None or row["layer_type"] in arms
+        if (arms is None or row["layer_type"] in arms) and (kept is None or row["layer_type"] in kept)
     ]
     runs_of_a_cell = [(*group_key(r), r["layer_type"], r["lr"], r["seed"]) for r in rows]
     if len(set(runs_of_a_cell)) != len(runs_of_a_cell):
@@ -363,8 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--curve-every", type=int, metavar="STEPS",
                         help="also evaluate every STEPS steps and keep the recall accuracies as the row's "
                         "accuracy_curve (phase changes in MQAR are sudden: the curve says how far a cell was from one)")  # fmt: skip
-    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
-                        help="do not train: merge the cells of these results files of one grid into --name")  # fmt: skip
+    parser.add_argument("--merge", nargs="+", metavar="JSON[:ARMS]",
+                        help="do not train: merge the cells of these results files of one grid into --name; "
+                        "FILE.json:ssm,hybrid keeps only those arms of that file")  # fmt: skip
     parser.add_argument("--best-lr", action="store_true",
                         help="with --merge: the runs may differ in --lr; report each cell at its best rate (every "
                         "cell must have run at every rate)")  # fmt: skip
@@ -379,22 +391,32 @@ def _merge_files(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     """``--merge``: no training, the cells of several results files of one grid written as ``--name``."""
     if not args.name:
         parser.error("--merge needs --name")
-    missing = [str(p) for p in args.merge if not p.is_file()]
+    sources = [_merge_source(parser, text) for text in args.merge]
+    paths = [path for path, _ in sources]
+    missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         parser.error(f"--merge: no such file: {', '.join(missing)}")
     try:
         arms = _arms(parser, args.layer_types) if args.layer_types else None
-        rows, meta = merge(args.merge, arms, best_lr=args.best_lr, across_seeds=args.across_seeds)
+        rows, meta = merge(paths, arms, args.best_lr, args.across_seeds, arms_of_file=[a for _, a in sources])
     except (ValueError, KeyError, json.JSONDecodeError) as e:
         parser.error(f"--merge: {e}")
     write(args.name, rows, meta)
     return 0
 
 
-def _arms(parser: argparse.ArgumentParser, text: str) -> list[str]:
+def _merge_source(parser: argparse.ArgumentParser, text: str) -> tuple[Path, list[str] | None]:
+    """``FILE`` or ``FILE:arm,arm`` (keep only those arms of that file)."""
+    path, colon, arms = text.rpartition(":")
+    if colon and path.endswith(".json"):
+        return Path(path), _arms(parser, arms, option=f"--merge {text}")
+    return Path(text), None
+
+
+def _arms(parser: argparse.ArgumentParser, text: str, option: str = "--layer-types") -> list[str]:
     arms = [t.strip() for t in text.split(",")]
     if not set(arms) <= set(ARMS):
-        parser.error(f"--layer-types: choose from {', '.join(ARMS)}, got {text!r}")
+        parser.error(f"{option}: choose from {', '.join(ARMS)}, got {text!r}")
     return arms
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.mqar import GRIDS, TARGET, build_parser, cell_config, main, merge, target_checks
+from benchmarks.mqar import GRIDS, TARGET, _merge_source, build_parser, cell_config, main, merge, target_checks
 
 
 def _row(filler: str, layer_type: str, accuracy: float) -> dict:
@@ -180,3 +180,29 @@ def test_across_seeds_without_merge_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["--grid", "quick", "--across-seeds"])
     assert "--across-seeds goes with --merge" in capsys.readouterr().err
+
+
+def test_merge_takes_chosen_arms_of_one_file(tmp_path):
+    old = _results(tmp_path / "old.json", [_row("zeros", "sliding_attention", 0.5), _row("zeros", "ssm", 0.1)])
+    rerun = _results(tmp_path / "rerun.json", [_row("zeros", "sliding_attention", 0.56)])
+    with pytest.raises(ValueError, match="share cells"):
+        merge([old, rerun])
+    rows, _ = merge([old, rerun], arms_of_file=[["ssm"], None])
+    assert [(r["layer_type"], r["accuracy"]) for r in rows] == [("sliding_attention", 0.56), ("ssm", 0.1)]
+    with pytest.raises(ValueError, match="old.json: no cell of hybrid"):
+        merge([old, rerun], arms_of_file=[["ssm", "hybrid"], None])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("runs/a.json", ("runs/a.json", None)), ("runs/a.json:ssm,hybrid", ("runs/a.json", ["ssm", "hybrid"]))],
+)
+def test_merge_sources_name_a_file_and_optionally_its_arms(text, expected):
+    path, arms = _merge_source(build_parser(), text)
+    assert (str(path), arms) == expected
+
+
+def test_merge_source_with_an_unknown_arm_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["--merge", "a.json:mamba", "--name", "x"])
+    assert "--merge a.json:mamba: choose from" in capsys.readouterr().err
